@@ -1,0 +1,44 @@
+# Two commands on a fresh clone: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+HOST   ?= 0.0.0.0
+PORT   ?= 8000
+MODELS ?= models
+
+.PHONY: setup setup-serve test lint serve models-table bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Every extra but `gpu` (onnxruntime-gpu would replace the onnxruntime module).
+$(VENV)/.installed-all: pyproject.toml | $(PY)
+	$(PIP) install -e '.[serve,train,export,load,dev]'
+	touch $@ $(VENV)/.installed-serve
+
+$(VENV)/.installed-serve: pyproject.toml | $(PY)
+	$(PIP) install -e '.[serve]'
+	touch $@
+
+setup: $(VENV)/.installed-all
+
+setup-serve: $(VENV)/.installed-serve
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest
+
+serve: setup-serve
+	@if [ ! -f service/__main__.py ]; then \
+	  echo "The service is not built yet (see the inference-service issue)."; exit 2; fi
+	$(PY) -m service --model-repository $(MODELS) --host $(HOST) --port $(PORT)
+
+models-table: setup
+	$(PY) -m training.models
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
