@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The degradation experiment (paper Figure 6): plain20, plain56, resnet20, resnet56 with one identical recipe.
+# Resumable: re-running continues each run from its last.pt. Usage: docs/experiments/degradation.sh [DATA] [THREADS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${1:-../shared/data/cifar10-jpeg.tar.gz}
+THREADS=${2:-0}
+EPOCHS=${EPOCHS:-30}
+for model in resnet20 plain20 resnet56 plain56; do
+  .venv/bin/python training/train.py --model "$model" --dataset cifar10 --data-dir "$DATA" \
+    --epochs "$EPOCHS" --batch-size 128 --lr 0.1 --momentum 0.9 --weight-decay 1e-4 --lr-schedule paper \
+    --amp bf16 --channels-last --seed 0 --threads "$THREADS" --no-progress \
+    --output-dir "runs/degradation/$model" --resume auto
+done

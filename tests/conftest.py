@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny generated datasets (no downloads, no ../shared)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOY_CLASSES = ["red", "green", "blue"]
+
+
+def toy_image(class_index: int, rng: np.random.Generator, size: int = 32) -> Image.Image:
+    """A learnable toy image: the class's colour channel is bright, the others dim, plus noise."""
+    pixels = rng.integers(0, 90, size=(size, size, 3))
+    pixels[..., class_index] += 140
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+def make_image_folder(root: Path, per_class: dict[str, int], size: int = 32, seed: int = 0, fmt: str = "png") -> Path:
+    """root/<split>/<class>/<i>.<fmt> for each split in ``per_class``."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for ci, name in enumerate(TOY_CLASSES):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                toy_image(ci, rng, size).save(d / f"{i:04d}.{fmt}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_cifar(tmp_path_factory) -> Path:
+    """A 3-class CIFAR-like ImageFolder: 48 training and 16 test images per class, 32x32."""
+    return make_image_folder(tmp_path_factory.mktemp("toy_cifar"), {"train": 48, "test": 16})
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Each test decodes into its own cache directory."""
+    monkeypatch.setenv("RESNET_SERVE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))

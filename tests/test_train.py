@@ -1,0 +1,262 @@
+"""training/train.py end to end on tiny generated data: learning, checkpoints, resume, errors, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from training import checkpoint as checkpoint_module
+from training.checkpoint import load_checkpoint, save_atomic
+from training.config import get_args_parser, resolve_args
+from training.schedule import LRSchedule
+from training.train import cli, main, weights_fingerprint
+
+TRAIN_PY = str(ROOT / "training" / "train.py")
+
+
+def args_for(data: Path, out: Path, *extra: str):
+    argv = [
+        "--model",
+        "resnet20",
+        "--data-dir",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.05",
+        "--amp",
+        "none",
+        "--no-progress",
+        "--lr-schedule",
+        "cosine",
+        *extra,
+    ]
+    return get_args_parser().parse_args(argv)
+
+
+def test_loss_falls_and_beats_chance(toy_cifar, tmp_path):
+    out = tmp_path / "run"
+    main(args_for(toy_cifar, out, "--epochs", "4", "--amp", "bf16"))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["test_error"] < 40.0  # chance is 66.7% on 3 classes
+    for key in ("train_error", "test_loss", "test_top5_error", "lr", "images_per_s", "seconds"):
+        assert key in rows[-1]
+    args = json.loads((out / "args.json").read_text())
+    assert args["model"] == "resnet20" and args["epochs"] == 4 and args["total_steps"] == 4 * 9
+
+
+def test_checkpoint_contents_load_weights_only(toy_cifar, tmp_path):
+    out = tmp_path / "run"
+    main(args_for(toy_cifar, out, "--epochs", "1"))
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    for key in (
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "epoch",
+        "step",
+        "rng",
+        "args",
+        "classes",
+        "mean",
+        "std",
+        "input_size",
+        "metrics",
+        "git_revision",
+        "arch",
+        "num_classes",
+    ):
+        assert key in ckpt, key
+    assert ckpt["classes"] == ["blue", "green", "red"] and ckpt["input_size"] == 32 and ckpt["step"] == 9
+    assert ckpt["args"]["lr"] == 0.05 and ckpt["args"]["batch_size"] == 16
+    assert (out / "best.pt").exists()
+
+
+def test_resume_continues_exactly(toy_cifar, tmp_path):
+    # Tolerance: exact. CPU kernels with a fixed thread count are deterministic, and the data order and
+    # augmentation of each epoch depend only on (seed, epoch).
+    main(args_for(toy_cifar, tmp_path / "straight", "--epochs", "2"))
+    main(args_for(toy_cifar, tmp_path / "split", "--epochs", "2", "--stop-after", "1"))
+    first = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert first["epoch"] == 1
+    main(args_for(toy_cifar, tmp_path / "split", "--epochs", "2", "--resume", str(tmp_path / "split" / "last.pt")))
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy_cifar, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(args_for(toy_cifar, out, "--epochs", "1"))
+    good = (out / "last.pt").read_bytes()
+    argv = [
+        "--model",
+        "resnet20",
+        "--data-dir",
+        str(toy_cifar),
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e30",
+        "--amp",
+        "none",
+        "--no-progress",
+        "--resume",
+        "auto",
+    ]
+    assert cli(argv) == 1
+    assert "loss is" in capsys.readouterr().err
+    assert (out / "last.pt").read_bytes() == good
+
+
+def test_atomic_save_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_atomic({"a": torch.ones(2)}, path)
+
+    def broken_save(obj, fh):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic({"a": torch.zeros(2)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "resnet21", "--data-dir", "x"], "invalid choice"),
+        (["--model", "resnet20", "--data-dir", "/nonexistent/dir"], "does not exist"),
+        (["--model", "resnet20", "--data-dir", "/", "--dataset", "imagefolder"], "train/"),
+    ],
+)
+def test_cli_errors(argv, message):
+    proc = subprocess.run([sys.executable, TRAIN_PY, *argv, "--output-dir", "/tmp/unused-run"], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+def test_help_documents_flags():
+    proc = subprocess.run([sys.executable, TRAIN_PY, "--help"], capture_output=True, text=True, check=True)
+    for flag in ("--recipe", "--lr-schedule", "--amp", "--channels-last", "--resume", "--val-split", "--warmup-iters"):
+        assert flag in proc.stdout
+
+
+def test_recipes_fill_defaults_and_flags_override():
+    parse = lambda *a: resolve_args(get_args_parser().parse_args(["--data-dir", "x", *a]))  # noqa: E731
+    paper = parse("--recipe", "paper-cifar")
+    assert (paper.batch_size, paper.lr, paper.iterations, paper.val_split, paper.lr_schedule) == (128, 0.1, 64000, 5000, "paper")
+    assert parse("--recipe", "paper-cifar", "--lr", "0.05", "--epochs", "10").lr == 0.05
+    assert parse("--recipe", "paper-cifar", "--epochs", "10").iterations is None
+    r110 = parse("--recipe", "paper-cifar", "--model", "resnet110")
+    assert (r110.warmup_iters, r110.warmup_lr) == (400, 0.01)
+    imagenet = parse("--recipe", "paper-imagenet")
+    assert (imagenet.batch_size, imagenet.epochs, imagenet.lr_schedule, imagenet.dataset) == (256, 90, "step", "imagefolder")
+
+
+def test_schedules():
+    paper = LRSchedule("paper", 0.1, 64000)
+    assert paper(0) == 0.1 and paper(31999) == 0.1
+    assert paper(32000) == pytest.approx(0.01) and paper(48000) == pytest.approx(0.001)
+    warm = LRSchedule("paper", 0.1, 64000, warmup_steps=400, warmup_lr=0.01)
+    assert warm(399) == 0.01 and warm(400) == 0.1
+    step = LRSchedule("step", 0.1, 90, step_size_steps=30)
+    assert step(29) == 0.1 and step(30) == pytest.approx(0.01) and step(60) == pytest.approx(0.001)
+    cosine = LRSchedule("cosine", 0.1, 100)
+    assert cosine(0) == 0.1 and cosine(50) == pytest.approx(0.05) and cosine(100) == pytest.approx(0)
+    one = LRSchedule("onecycle", 0.1, 100)
+    assert one(0) < one(15) < one(30) and one(30) == pytest.approx(0.1)
+    assert one(30) > one(60) > one(99) > 0
+
+
+def test_evaluate_and_plot_cli(toy_cifar, tmp_path):
+    out = tmp_path / "run"
+    main(args_for(toy_cifar, out, "--epochs", "2"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "training" / "evaluate.py"),
+            "--checkpoint",
+            str(out / "best.pt"),
+            "--data-dir",
+            str(toy_cifar),
+            "--json",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(proc.stdout)
+    expected = min(json.loads(line)["test_error"] for line in (out / "metrics.jsonl").read_text().splitlines())
+    assert result["images"] == 48 and result["top1_error"] == pytest.approx(expected, abs=1e-6)
+    png = tmp_path / "fig.png"
+    subprocess.run(
+        [sys.executable, str(ROOT / "training" / "plot.py"), str(out), str(out), "-o", str(png)], check=True, capture_output=True
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(toy_cifar, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            TRAIN_PY,
+            "--model",
+            "resnet20",
+            "--data-dir",
+            str(toy_cifar),
+            "--output-dir",
+            str(out),
+            "--batch-size",
+            "32",
+            "--epochs",
+            "2",
+            "--amp",
+            "none",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["args"]["world_size"] == 2
+    assert ckpt["step"] == 2 * 5  # 144 images / 2 ranks / 16 per rank = 4.5 -> 5 steps per epoch
+    fingerprints = ckpt["rank_fingerprints"]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    model = __import__("training.evaluate", fromlist=["load_model"]).load_model(out / "last.pt")[0]
+    assert weights_fingerprint(model) == fingerprints[0]
+    assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 logs
