@@ -260,3 +260,63 @@ def test_ddp_two_processes_gloo(toy_cifar, tmp_path):
     model = __import__("training.evaluate", fromlist=["load_model"]).load_model(out / "last.pt")[0]
     assert weights_fingerprint(model) == fingerprints[0]
     assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 logs
+
+
+def test_imagefolder_dataset_trains(tmp_path):
+    from tests.conftest import make_image_folder
+
+    root = make_image_folder(tmp_path / "tree", {"train": 12, "val": 4}, size=40, fmt="jpg")
+    out = tmp_path / "run"
+    argv = [
+        "--model",
+        "resnet18",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(root),
+        "--output-dir",
+        str(out),
+        "--input-size",
+        "32",
+        "--batch-size",
+        "12",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--amp",
+        "none",
+        "--no-progress",
+    ]
+    assert cli(argv) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["input_size"] == 32 and ckpt["classes"] == ["blue", "green", "red"]
+    assert ckpt["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert "test_error" in ckpt["metrics"][-1]
+
+
+def test_train_throughput_bench_smoke(toy_cifar, tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "train_throughput.py"),
+            "--data-dir",
+            str(toy_cifar),
+            "--models",
+            "resnet20",
+            "--batch-size",
+            "16",
+            "--steps",
+            "1",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (row,) = json.loads(out.read_text())
+    assert row["model"] == "resnet20" and row["pipeline_img_s"] > 0 and row["synthetic_img_s"] > 0
