@@ -7,7 +7,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 MODELS ?= models
 
-.PHONY: setup setup-serve test lint serve models-table bench clean
+.PHONY: setup setup-serve test lint serve models-table imagenet-model clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ serve: setup-serve
 
 models-table: setup
 	$(PY) -m training.models
+
+# torchvision's ResNet-50 IMAGENET1K_V2 weights into models/resnet50 (downloads; offline pass WEIGHTS_FILE=...).
+imagenet-model: setup
+	$(PY) export/export.py --torchvision resnet50 --weights IMAGENET1K_V2 --name resnet50 --repository $(MODELS) \
+	  $(if $(WEIGHTS_FILE),--weights-file $(WEIGHTS_FILE),)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

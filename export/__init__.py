@@ -1,0 +1,1 @@
+"""Export trained networks to ONNX and publish them into a model repository."""

@@ -1,0 +1,134 @@
+"""Checks run at export (a failing one writes no version): graph validity, operators, PyTorch parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model_repository import Preprocess
+from model_repository.preprocess import preprocess_image
+
+from .onnx_export import INPUT_NAME
+from .sources import ExportError
+
+# Operators that ONNX Runtime's CPU, CUDA and TensorRT execution providers all implement (docs/export.md).
+PORTABLE_OPS = frozenset(
+    {
+        "Conv",
+        "Relu",
+        "Add",
+        "MaxPool",
+        "GlobalAveragePool",
+        "ReduceMean",
+        "Flatten",
+        "Reshape",
+        "Gemm",
+        "MatMul",
+        "Pad",
+        "Slice",
+        "Cast",
+        "Concat",
+        "Identity",
+        "Shape",
+        "Gather",
+        "Unsqueeze",
+        "Constant",
+    }
+)
+FP32_MAX_LOGIT_DIFF = 1e-4
+FP16_MAX_PROB_DIFF = 1e-2
+FP16_MIN_TOP1_AGREEMENT = 99.0
+PARITY_IMAGES = 16
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def check_graph(path: Path) -> list[str]:
+    """Full onnx.checker, BatchNorm folded away, only portable operators. Returns the operator list."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"onnx.checker rejected the graph: {exc}") from None
+    graph = onnx.load(str(path)).graph
+    ops = sorted({node.op_type for node in graph.node})
+    if "BatchNormalization" in ops:
+        raise ExportError("BatchNormalization was not folded into the convolutions")
+    foreign = sorted(set(ops) - PORTABLE_OPS)
+    if foreign:
+        raise ExportError(f"operators not supported by every target provider: {', '.join(foreign)}")
+    return ops
+
+
+def parity_inputs(preprocess: Preprocess, image_dir: Path | None, count: int = PARITY_IMAGES) -> tuple[np.ndarray, str]:
+    """(N, 3, crop, crop) float32 network inputs from real photos, else from generated images."""
+    images: list[Image.Image] = []
+    if image_dir is not None:
+        files = sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+        if not files:
+            raise ExportError(f"--parity-images {image_dir}: no images found")
+        for f in files:
+            with Image.open(f) as img:
+                images.append(img.convert("RGB"))
+        described = f"{len(files)} images from {image_dir}"
+    else:
+        rng = np.random.default_rng(0)
+        size = max(preprocess.resize, preprocess.crop) + 16
+        for _ in range(count):
+            # Smooth random colour fields (upsampled noise), more image-like than white noise.
+            coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+            images.append(Image.fromarray(coarse).resize((size + 20, size), Image.Resampling.BICUBIC))
+        described = f"{count} generated images"
+    return np.stack([preprocess_image(img, preprocess) for img in images]), described
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray, fp16: bool, static_batch: int | None) -> dict:
+    """PyTorch fp32 vs ONNX Runtime (CPU provider) at batch sizes 1 and 8 (or the static batch)."""
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        reference = model.eval().float()(torch.from_numpy(inputs)).numpy()  # (N, C)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    batch_sizes = [static_batch] if static_batch else [1, 8]
+    worst_logit = worst_prob = 0.0
+    agree = total = 0
+    for batch in batch_sizes:
+        for start in range(0, len(inputs) - batch + 1, batch):
+            (out,) = session.run(None, {INPUT_NAME: inputs[start : start + batch]})
+            ref = reference[start : start + batch]
+            worst_logit = max(worst_logit, float(np.abs(out - ref).max()))
+            worst_prob = max(worst_prob, float(np.abs(_softmax(out) - _softmax(ref)).max()))
+            agree += int((out.argmax(1) == ref.argmax(1)).sum())
+            total += batch
+    result = {
+        "batch_sizes": batch_sizes,
+        "compared": total,
+        "max_abs_logit_diff": worst_logit,
+        "max_abs_prob_diff": worst_prob,
+        "top1_agreement_pct": 100.0 * agree / total,
+    }
+    if fp16:
+        ok = worst_prob <= FP16_MAX_PROB_DIFF and result["top1_agreement_pct"] >= FP16_MIN_TOP1_AGREEMENT
+        bound = f"max |dprob| <= {FP16_MAX_PROB_DIFF} and >= {FP16_MIN_TOP1_AGREEMENT}% top-1 agreement"
+    else:
+        ok = worst_logit <= FP32_MAX_LOGIT_DIFF and agree == total
+        bound = f"max |dlogits| <= {FP32_MAX_LOGIT_DIFF} and 100% top-1 agreement"
+    result["bound"] = bound
+    if not ok:
+        raise ExportError(f"PyTorch/ONNX Runtime parity failed ({bound}): {result}")
+    return result
+
+
+def golden_outputs(model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
+    """fp32 PyTorch logits of the golden inputs: the reference a serving provider is checked against."""
+    with torch.no_grad():
+        return model.eval().float()(torch.from_numpy(inputs)).numpy()

@@ -1,0 +1,67 @@
+"""Export a checkpoint or torchvision weights to a validated ONNX model in a model repository.
+
+    python export/export.py --checkpoint runs/x/best.pt --name cifar10-resnet56 --repository models
+    python export/export.py --torchvision resnet50 --weights IMAGENET1K_V2 --weights-file resnet50.pth \\
+        --name resnet50 --repository models
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the repository root, not export/, goes first on sys.path
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from export.pipeline import ExportOptions, export_to_repository, summary
+from export.sources import TORCHVISION_ARCHS, ExportError, from_checkpoint, from_torchvision
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="a training/train.py checkpoint (last.pt or best.pt)")
+    src.add_argument("--torchvision", choices=TORCHVISION_ARCHS, help="our network with torchvision's pretrained weights")
+    p.add_argument("--weights", help="which torchvision weights (default IMAGENET1K_V1; e.g. IMAGENET1K_V2)")
+    p.add_argument("--weights-file", type=Path, help="a local copy of those weights (a state dict), instead of downloading")
+    p.add_argument("--name", required=True, help="model name in the repository, e.g. cifar10-resnet56")
+    p.add_argument("--repository", type=Path, default=Path("models"), help="model repository root (default: models)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    p.add_argument("--fp16", action="store_true", help="fp16 weights and activations, float32 input/output")
+    p.add_argument("--static-batch", type=int, help="a fixed batch size (for TensorRT engines); default: dynamic batch")
+    p.add_argument("--simplify", action="store_true", help="run onnxslim and keep the result if it shrinks the graph")
+    p.add_argument("--parity-images", type=Path, help="a folder of real photos for the PyTorch/ONNX Runtime parity check")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check (discouraged; recorded in the manifest)")
+    p.add_argument("--trt-engine", action="store_true", help="also build a TensorRT engine (needs the tensorrt package)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    options = ExportOptions(
+        opset=args.opset,
+        fp16=args.fp16,
+        static_batch=args.static_batch,
+        simplify=args.simplify,
+        parity=not args.no_parity,
+        parity_images=args.parity_images,
+        trt_engine=args.trt_engine,
+    )
+    try:
+        if args.checkpoint and (args.weights or args.weights_file):
+            raise ExportError("--weights and --weights-file go with --torchvision, not --checkpoint")
+        if args.checkpoint:
+            source = from_checkpoint(args.checkpoint)
+        else:
+            source = from_torchvision(args.torchvision, args.weights, args.weights_file)
+        path = export_to_repository(source, args.repository, args.name, options)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summary(path))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

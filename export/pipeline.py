@@ -1,0 +1,99 @@
+"""Export one network into a model repository: ONNX graph, checks, golden data, manifest, atomic publish."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_repository import Golden, InputSpec, Manifest, OutputSpec, publish, sha256_file, staging_directory
+from model_repository.manifest import MANIFEST_FILE, NAME_PATTERN, now
+
+from .checks import check_graph, check_parity, golden_outputs, parity_inputs
+from .onnx_export import INPUT_NAME, OUTPUT_NAME, build_tensorrt_engine, export_onnx, simplify
+from .sources import ExportError, ModelSource
+
+GOLDEN_COUNT = 8
+
+
+@dataclass
+class ExportOptions:
+    opset: int = 18
+    fp16: bool = False
+    static_batch: int | None = None
+    simplify: bool = False
+    parity: bool = True
+    parity_images: Path | None = None
+    trt_engine: bool = False
+
+
+def export_to_repository(src: ModelSource, repository: str | Path, name: str, options: ExportOptions) -> Path:
+    """Build a complete version in a staging directory, then rename it into place. Returns its path.
+
+    Any failing step raises ExportError and leaves the repository as it was.
+    """
+    import re
+
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ExportError(f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only")
+    if options.opset < 17:
+        raise ExportError("--opset must be 17 or newer")
+    if options.static_batch is not None and options.static_batch < 1:
+        raise ExportError("--static-batch must be positive")
+    size = src.preprocess.crop
+    with staging_directory(repository, name) as staging:
+        onnx_path = staging / "model.onnx"
+        export_onnx(src.model, onnx_path, size, options.opset, options.fp16, options.static_batch)
+        extra: dict = {}
+        if options.simplify:
+            extra["simplify"] = simplify(onnx_path)
+        extra["operators"] = check_graph(onnx_path)
+        inputs, described = parity_inputs(src.preprocess, options.parity_images)
+        parity = None
+        if options.parity:
+            parity = {"inputs": described, **check_parity(src.model, onnx_path, inputs, options.fp16, options.static_batch)}
+        else:
+            parity = {"skipped": True, "reason": "--no-parity"}
+        golden_inputs = inputs[:GOLDEN_COUNT]
+        np.savez(staging / "golden.npz", inputs=golden_inputs, logits=golden_outputs(src.model, golden_inputs))
+        if options.trt_engine:
+            try:
+                build_tensorrt_engine(onnx_path, staging / "model.plan", size, fp16=True)
+            except RuntimeError as exc:
+                raise ExportError(str(exc)) from None
+        batch = options.static_batch or -1
+        fields = dict(
+            name=name,
+            arch=src.arch,
+            file=onnx_path.name,
+            sha256=sha256_file(onnx_path),
+            opset=options.opset,
+            created=now(),
+            input=InputSpec(name=INPUT_NAME, shape=[batch, 3, size, size]),
+            output=OutputSpec(name=OUTPUT_NAME, shape=[batch, len(src.labels)], kind="logits"),
+            preprocess=src.preprocess,
+            labels=src.labels,
+            precision="fp16" if options.fp16 else "fp32",
+            metrics=src.metrics,
+            source={**src.source, "export": extra},
+            parity=parity,
+            golden=Golden(file="golden.npz", sha256=sha256_file(staging / "golden.npz"), count=len(golden_inputs)),
+        )
+        # Validate the manifest before publishing (version 1 as a stand-in).
+        Manifest(version=1, **fields)
+
+        def finalize(directory: Path, version: int) -> None:
+            Manifest(version=version, **fields).dump(directory / MANIFEST_FILE)
+
+        version = publish(staging, repository, name, finalize)
+    return Path(repository) / name / str(version)
+
+
+def summary(version_path: Path) -> str:
+    manifest = json.loads((version_path / MANIFEST_FILE).read_text())
+    parity = manifest.get("parity") or {}
+    shown = {k: parity[k] for k in ("max_abs_logit_diff", "max_abs_prob_diff", "top1_agreement_pct") if k in parity}
+    described = f"{manifest['arch']}, {manifest['precision']}, {len(manifest['labels'])} classes"
+    return f"wrote {version_path} ({described}); parity {shown or parity}"

@@ -1,0 +1,141 @@
+"""Where an exported network comes from: a training checkpoint or torchvision's pretrained weights.
+
+Each source gives the network (ours, from ``training.models``), its labels, preprocessing, metrics and
+provenance: everything the manifest records besides the graph.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from model_repository import Preprocess, sha256_file
+from training.checkpoint import load_checkpoint
+from training.models import IMAGENET_DEPTHS, get_model
+
+TORCHVISION_ARCHS = tuple(f"resnet{d}" for d in IMAGENET_DEPTHS)
+
+
+class ExportError(RuntimeError):
+    """An export that cannot go on; nothing is written to the repository."""
+
+
+@dataclass
+class ModelSource:
+    model: nn.Module
+    arch: str
+    labels: list[str]
+    preprocess: Preprocess
+    metrics: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def eval_preprocess(input_size: int, mean, std) -> Preprocess:
+    """Resize 256 / crop 224 scaled to the input size; CIFAR-sized inputs (<= 64) are used as they are."""
+    resize = input_size if input_size <= 64 else round(input_size * 256 / 224)
+    return Preprocess(resize=resize, crop=input_size, interpolation="bilinear", mean=tuple(mean), std=tuple(std))
+
+
+def from_checkpoint(path: str | Path) -> ModelSource:
+    path = Path(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except FileNotFoundError as exc:
+        raise ExportError(str(exc)) from None
+    except Exception as exc:  # a corrupt or foreign file
+        raise ExportError(f"{path}: not a training checkpoint ({exc})") from None
+    missing = [k for k in ("arch", "model", "num_classes", "classes", "mean", "std", "input_size") if k not in ckpt]
+    if missing:
+        raise ExportError(f"{path}: not a training/train.py checkpoint (missing {', '.join(missing)})")
+    model = get_model(ckpt["arch"], num_classes=ckpt["num_classes"], **ckpt.get("model_opts", {}))
+    model.load_state_dict(ckpt["model"])
+    history = ckpt.get("metrics") or []
+    metrics: dict[str, Any] = {}
+    if history:
+        last = history[-1]
+        for split in ("test", "val"):
+            if f"{split}_error" in last:
+                metrics[f"{split}_top1_accuracy"] = round(100 - last[f"{split}_error"], 4)
+                metrics[f"{split}_top5_accuracy"] = round(100 - last[f"{split}_top5_error"], 4)
+        metrics.update(epoch=last["epoch"], step=last["step"])
+    source = {
+        "type": "checkpoint",
+        "checkpoint": str(path),
+        "checkpoint_sha256": sha256_file(path),
+        "git_revision": ckpt.get("git_revision", "unknown"),
+        "training_args": ckpt.get("args", {}),
+    }
+    return ModelSource(
+        model=model.eval(),
+        arch=ckpt["arch"],
+        labels=list(ckpt["classes"]),
+        preprocess=eval_preprocess(ckpt["input_size"], ckpt["mean"], ckpt["std"]),
+        metrics=metrics,
+        source=source,
+    )
+
+
+def torchvision_weights(arch: str, weights_name: str | None):
+    from torchvision.models import get_model_weights
+
+    if arch not in TORCHVISION_ARCHS:
+        raise ExportError(f"--torchvision takes one of {', '.join(TORCHVISION_ARCHS)}, got {arch!r}")
+    enum = get_model_weights(arch)
+    name = weights_name or "IMAGENET1K_V1"
+    try:
+        return enum[name]
+    except KeyError:
+        raise ExportError(f"{arch} has no torchvision weights {name!r}; choose one of {', '.join(enum.__members__)}") from None
+
+
+def from_torchvision(arch: str, weights_name: str | None = None, weights_file: str | Path | None = None) -> ModelSource:
+    """Our network with torchvision's pretrained weights: from ``weights_file``, else downloaded.
+
+    Labels and preprocessing come from the weights' metadata, which needs no download.
+    """
+    weights = torchvision_weights(arch, weights_name)
+    if weights_file is not None:
+        weights_file = Path(weights_file)
+        if not weights_file.is_file():
+            raise ExportError(f"--weights-file {weights_file} does not exist")
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        provenance = {"weights_file": str(weights_file), "weights_sha256": sha256_file(weights_file)}
+    else:
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(15)  # offline machines: fail fast instead of hanging
+        try:
+            state = weights.get_state_dict(progress=False, check_hash=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as exc:
+            raise ExportError(
+                f"could not download {weights} ({exc}). Without a network, pass --weights-file PATH: a local copy of "
+                f"{weights.url.rsplit('/', 1)[-1]} (the state dict of {arch} {weights.name})"
+            ) from None
+        finally:
+            socket.setdefaulttimeout(previous)
+        provenance = {"weights_url": weights.url}
+    model = get_model(arch)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ExportError(f"the weights do not fit {arch}: {str(exc)[:500]}") from None
+    transforms = weights.transforms()
+    preprocess = Preprocess(
+        resize=transforms.resize_size[0],
+        crop=transforms.crop_size[0],
+        interpolation=transforms.interpolation.value,
+        mean=tuple(transforms.mean),
+        std=tuple(transforms.std),
+    )
+    reported = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    metrics = {
+        "imagenet1k_top1_accuracy_reported": reported.get("acc@1"),
+        "imagenet1k_top5_accuracy_reported": reported.get("acc@5"),
+    }
+    source = {"type": "torchvision", "weights": f"{type(weights).__name__}.{weights.name}", **provenance}
+    return ModelSource(model.eval(), arch, list(weights.meta["categories"]), preprocess, metrics, source)
