@@ -1,0 +1,56 @@
+"""``create_app(settings)``: the FastAPI application, built on demand (never at import time)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .errors import install_error_handlers
+from .metrics import Metrics
+from .middleware import RequestContextMiddleware
+from .model_manager import ModelManager
+from .routes import router
+from .settings import Settings
+from .state import ServiceState
+
+log = logging.getLogger("resnet_serve")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = ServiceState(
+            settings, metrics, ModelManager(settings, metrics), ThreadPoolExecutor(settings.preprocess_workers, "preprocess")
+        )
+        app.state.service = state
+        outcome = await state.models.refresh()
+        log.info("model repository %s: %s", settings.model_repository, outcome or "empty")
+        poller = asyncio.create_task(state.models.poll(settings.poll_interval_s)) if settings.poll_interval_s > 0 else None
+        try:
+            yield
+        finally:
+            if poller:
+                poller.cancel()
+            state.draining = True
+            await state.wait_idle(settings.drain_timeout_s)
+            await state.models.drain_all(settings.drain_timeout_s)
+            state.preprocess_pool.shutdown(wait=False)
+
+    app = FastAPI(
+        title="resnet-serve",
+        version="0.1.0",
+        description="Image classification with the ResNets of He et al. (2015): dynamic batching onto ONNX Runtime.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app, count=lambda code: metrics.rejected.labels(code).inc())
+
+    app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app

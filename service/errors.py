@@ -1,0 +1,114 @@
+"""Typed errors and their one mapping to HTTP status codes and the error body.
+
+Body: ``{"error": {"code": ..., "message": ..., "request_id": ...}}``. Nothing answers 500 except a real
+internal fault.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("resnet_serve")
+
+
+class ServiceError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidInput(ServiceError):
+    status, code = 400, "invalid_input"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMedia(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidParameter(ServiceError):
+    status, code = 422, "invalid_parameter"
+
+
+class InferenceFailed(ServiceError):
+    status, code = 500, "inference_failed"
+
+
+class Overloaded(ServiceError):
+    status, code = 503, "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, {"Retry-After": str(retry_after_s)})
+
+
+class NotReady(Overloaded):
+    code = "not_ready"
+
+
+class DeadlineExceeded(ServiceError):
+    status, code = 504, "deadline_exceeded"
+
+
+def request_id_of(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def error_body(code: str, message: str, request_id: str | None) -> dict:
+    return {"error": {"code": code, "message": message, "request_id": request_id}}
+
+
+def error_response(exc: ServiceError, request_id: str | None) -> JSONResponse:
+    return JSONResponse(error_body(exc.code, exc.message, request_id), status_code=exc.status, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI, count: Callable[[str], None] | None = None) -> None:
+    """Map every error to its status and body here; ``count(code)`` is called for each typed refusal."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if count:
+            count(exc.code)
+        if exc.status >= 500 and not isinstance(exc, Overloaded):
+            log.error("request %s failed: %s", request_id_of(request), exc.message)
+        return error_response(exc, request_id_of(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return error_response(InvalidParameter(problems), request_id_of(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        body = error_body(code, str(exc.detail), request_id_of(request))
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request %s: internal error", request_id_of(request))
+        return error_response(ServiceError(f"internal error: {type(exc).__name__}"), request_id_of(request))

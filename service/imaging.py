@@ -1,0 +1,131 @@
+"""Bytes -> the network's input: type sniffing, size limits before decoding, robust decoding, preprocessing.
+
+Decoding follows what a PyTorch pipeline does with ``Image.open(f).convert("RGB")``, plus EXIF orientation,
+16-bit and float images scaled to 8 bits, the first frame of animations, and JPEG draft mode (DCT scaling)
+when the image is at least twice the size the preprocessing needs.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from model_repository import Preprocess
+from model_repository.preprocess import preprocess_image, resized_size
+
+from .errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+
+# Content types accepted as a raw body; multipart uploads and octet-stream bodies are sniffed instead.
+IMAGE_CONTENT_TYPES = {
+    "image/jpeg": "JPEG",
+    "image/jpg": "JPEG",
+    "image/pjpeg": "JPEG",
+    "image/png": "PNG",
+    "image/webp": "WEBP",
+    "image/bmp": "BMP",
+    "image/x-ms-bmp": "BMP",
+    "image/gif": "GIF",
+    "image/tiff": "TIFF",
+}
+SUPPORTED_FORMATS = frozenset(IMAGE_CONTENT_TYPES.values())
+
+# Image.open must not refuse big headers itself: our max_pixels check answers 413 first.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format from its magic bytes, or None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF"
+    return None
+
+
+def describe_unsupported(data: bytes) -> str | None:
+    """A name for well-known formats we do not take (415), or None for unrecognisable bytes (400)."""
+    head = data[:512].lstrip()
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftyphevc", b"ftypavif"):
+        return "HEIC/AVIF"
+    lowered = head.lower()
+    if lowered.startswith((b"<svg", b"<?xml")) or b"<svg" in lowered:
+        return "SVG"
+    try:
+        text = data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text and sum(ch.isprintable() or ch.isspace() for ch in text) / len(text) > 0.95:
+        return "text"
+    return None
+
+
+def check_format(data: bytes) -> str:
+    if not data:
+        raise InvalidInput("empty body: send the image bytes")
+    fmt = sniff_format(data)
+    if fmt is None:
+        other = describe_unsupported(data)
+        if other:
+            raise UnsupportedMedia(f"{other} is not a supported image type; send JPEG, PNG, WebP, BMP, GIF or TIFF")
+        raise InvalidInput("the body is not a decodable image (unrecognised format)")
+    return fmt
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        wide = np.asarray(img, dtype=np.uint32 if img.mode != "I" else np.int64)
+        scale = 257 if img.mode.startswith("I;16") or wide.max(initial=0) > 255 else 1
+        return Image.fromarray((wide // scale).clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        arr = arr * 255 if arr.max(initial=0) <= 1.0 else arr
+        return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def decode_image(data: bytes, spec: Preprocess, max_pixels: int) -> Image.Image:
+    """Bytes -> an RGB PIL image, with the size checked from the header before any pixel is decoded."""
+    check_format(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise PayloadTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+            if img.format not in SUPPORTED_FORMATS:
+                raise UnsupportedMedia(f"{img.format} is not a supported image type")
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animated: the first frame
+            if img.format == "JPEG" and min(width, height) >= 2 * spec.resize:
+                # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below what the resize needs.
+                img.draft("RGB", resized_size(width, height, spec.resize))
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            return _to_rgb(img)
+    except (PayloadTooLarge, UnsupportedMedia):
+        raise
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLarge(str(exc)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidInput(f"the image could not be decoded (truncated or corrupt): {exc}") from None
+
+
+def image_to_input(data: bytes, spec: Preprocess, max_pixels: int) -> np.ndarray:
+    """Bytes -> the (3, crop, crop) float32 network input the manifest's preprocessing defines."""
+    return preprocess_image(decode_image(data, spec, max_pixels), spec)

@@ -1,0 +1,32 @@
+"""Prometheus metrics, in a registry per app (several apps in one process, as in tests, do not collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("resnet_serve_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "resnet_serve_request_latency_seconds", "request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "resnet_serve_queue_wait_seconds", "time queued before inference", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "resnet_serve_batch_size", "images per inference call", ["model"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inference = Histogram(
+            "resnet_serve_inference_seconds", "seconds per inference call", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("resnet_serve_queue_depth", "requests waiting for a batch", ["model"], registry=r)
+        self.model_loads = Counter("resnet_serve_model_loads", "model version loads by result", ["model", "result"], registry=r)
+        self.reload_failures = Counter("resnet_serve_reload_failures", "new versions refused", ["model"], registry=r)
+        self.rejected = Counter("resnet_serve_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
+        self.loaded_version = Gauge("resnet_serve_model_version", "version being served", ["model"], registry=r)

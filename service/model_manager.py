@@ -1,0 +1,210 @@
+"""Loaded models: every model in the repository at its highest version, hot-reloaded when a new one appears.
+
+A new version is validated (schema, sha256), loaded, warmed and golden-checked off the event loop, then
+swapped in with one assignment; the old version's batcher then drains, so requests already queued on it
+finish there. A broken version is refused with a log line and a metric; the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model_repository import Manifest, ManifestError, list_model_names, list_versions, read_manifest, verify_files
+
+from .batcher import BatchStats, DynamicBatcher
+from .errors import NotFound
+from .metrics import Metrics
+from .runtime import ModelLoadError, OrtRunner, choose_providers, warmup_batch_sizes
+from .settings import Settings
+
+log = logging.getLogger("resnet_serve")
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: int
+    path: Path
+    manifest: Manifest
+    runner: OrtRunner
+    batcher: DynamicBatcher
+    golden: dict | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    def describe(self) -> dict:
+        m = self.manifest
+        return {
+            "version": self.version,
+            "state": "ready",
+            "arch": m.arch,
+            "input_size": m.input_size,
+            "num_classes": m.num_classes,
+            "precision": m.precision,
+            "providers": self.runner.providers,
+            "metrics": m.metrics,
+            "golden_check": self.golden,
+            "queue_depth": self.batcher.depth,
+        }
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.repository = Path(settings.model_repository)
+        self.live: dict[str, LoadedModel] = {}
+        self.failed: dict[tuple[str, int], str] = {}  # (name, version) -> why it was refused
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ lookup
+    def expected_names(self) -> list[str]:
+        return list(self.settings.models) or list_model_names(self.repository)
+
+    def default_name(self) -> str | None:
+        if self.settings.default_model:
+            return self.settings.default_model
+        names = self.expected_names()
+        return names[0] if names else None
+
+    def get(self, name: str | None = None, version: int | None = None) -> LoadedModel:
+        name = name or self.default_name()
+        if name is None or name not in self.live:
+            known = ", ".join(sorted(self.live)) or "none"
+            raise NotFound(f"model {name!r} is not loaded (loaded: {known})")
+        model = self.live[name]
+        if version is not None and version != model.version:
+            raise NotFound(f"{name} version {version} is not served (serving version {model.version})")
+        return model
+
+    def ready(self) -> bool:
+        expected = self.expected_names()
+        return bool(expected) and all(n in self.live for n in expected)
+
+    # ------------------------------------------------------------------ loading
+    def _load_blocking(self, name: str, version: int) -> tuple[Path, Manifest, OrtRunner, dict | None]:
+        path = self.repository / name / str(version)
+        manifest = read_manifest(path)
+        if manifest.name != name:
+            raise ManifestError(f"{path}: manifest names {manifest.name!r}, directory {name!r}")
+        verify_files(path, manifest)
+        s = self.settings
+        runner = OrtRunner(path / manifest.file, manifest, choose_providers(s.providers), s.intra_op_threads, s.inter_op_threads)
+        batch_limit = min(s.max_batch_size, manifest.static_batch or s.max_batch_size)
+        if s.warmup:
+            runner.warmup(manifest.input_size, warmup_batch_sizes(batch_limit))
+        golden = runner.check_golden(path / manifest.golden.file, s.golden_tolerance) if manifest.golden else None
+        return path, manifest, runner, golden
+
+    def _make_batcher(self, name: str, runner: OrtRunner) -> DynamicBatcher:
+        s, m = self.settings, self.metrics
+
+        def on_batch(stats: BatchStats) -> None:
+            m.batch_size.labels(name).observe(stats.size)
+            m.inference.labels(name).observe(stats.inference_s)
+            for wait in stats.queue_waits:
+                m.queue_wait.labels(name).observe(wait)
+
+        batcher = DynamicBatcher(
+            runner,
+            s.max_batch_size,
+            s.max_delay_ms,
+            s.queue_size,
+            s.instances,
+            on_batch=on_batch,
+            on_depth=m.queue_depth.labels(name).set,
+            name=name,
+        )
+        batcher.start()
+        return batcher
+
+    async def load(self, name: str, version: int) -> LoadedModel:
+        """Load, warm and check one version off the event loop, then make it the live one."""
+        try:
+            path, manifest, runner, golden = await asyncio.to_thread(self._load_blocking, name, version)
+        except (ManifestError, ModelLoadError, OSError) as exc:
+            self.failed[(name, version)] = str(exc)
+            self.metrics.model_loads.labels(name, "failed").inc()
+            if name in self.live:
+                self.metrics.reload_failures.labels(name).inc()
+            log.error("refused %s version %d: %s", name, version, exc)
+            raise
+        loaded = LoadedModel(name, version, path, manifest, runner, self._make_batcher(name, runner), golden)
+        previous = self.live.get(name)
+        self.live[name] = loaded  # the swap: new requests resolve to the new version from here on
+        self.metrics.model_loads.labels(name, "ok").inc()
+        self.metrics.loaded_version.labels(name).set(version)
+        log.info(
+            "serving %s version %d (%s, providers %s, golden %s)", name, version, manifest.precision, runner.providers, golden
+        )
+        if previous is not None:
+            task = asyncio.get_running_loop().create_task(previous.batcher.drain(self.settings.drain_timeout_s))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return loaded
+
+    async def refresh(self) -> dict[str, str]:
+        """Load whatever is newer than what is served. Returns {name: what happened}."""
+        async with self._lock:
+            outcome: dict[str, str] = {}
+            for name in self.expected_names():
+                versions = list_versions(self.repository, name)
+                if not versions:
+                    outcome[name] = "no versions"
+                    continue
+                latest = versions[-1]
+                current = self.live.get(name)
+                if current is not None and current.version >= latest:
+                    outcome[name] = f"serving version {current.version}"
+                    continue
+                if (name, latest) in self.failed:
+                    outcome[name] = f"version {latest} refused earlier: {self.failed[(name, latest)]}"
+                    continue
+                try:
+                    await self.load(name, latest)
+                    outcome[name] = f"loaded version {latest}"
+                except (ManifestError, ModelLoadError, OSError) as exc:
+                    outcome[name] = f"refused version {latest}: {exc}"
+            return outcome
+
+    async def poll(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # the poller must survive anything a repository can hold
+                log.exception("repository poll failed")
+
+    async def drain_all(self, timeout_s: float) -> bool:
+        results = await asyncio.gather(*(m.batcher.drain(timeout_s) for m in self.live.values()))
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        return all(results)
+
+    def pending(self) -> int:
+        return sum(m.batcher.pending for m in self.live.values())
+
+    def describe(self) -> list[dict]:
+        out = []
+        for name in sorted(set(self.expected_names()) | set(self.live)):
+            live = self.live.get(name)
+            versions = []
+            for v in list_versions(self.repository, name):
+                if live is not None and v == live.version:
+                    versions.append(live.describe())
+                elif (name, v) in self.failed:
+                    versions.append({"version": v, "state": "failed", "reason": self.failed[(name, v)]})
+                else:
+                    versions.append({"version": v, "state": "available" if live is None or v < live.version else "loading"})
+            out.append(
+                {
+                    "name": name,
+                    "default": name == self.default_name(),
+                    "serving_version": live.version if live else None,
+                    "labels": live.manifest.num_classes if live else None,
+                    "versions": versions,
+                }
+            )
+        return out

@@ -1,0 +1,58 @@
+"""Service settings: every field is a ``--flag`` of ``python -m service`` and a ``RESNET_SERVE_*`` variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RESNET_SERVE_", extra="forbid")
+
+    model_repository: Path = Field(Path("models"), description="model repository root: NAME/VERSION/model.json")
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list, description="model names to load (default: all)")
+    default_model: str | None = Field(None, description="model used when a request names none (default: the only/first one)")
+    host: str = Field("0.0.0.0", description="listen address")
+    port: int = Field(8000, ge=0, le=65535, description="listen port")
+
+    max_batch_size: int = Field(16, ge=1, le=1024, description="largest batch one inference call takes")
+    max_delay_ms: float = Field(2.0, ge=0, description="how long a batch waits for more requests after its first")
+    queue_size: int = Field(256, ge=1, description="queued requests per model before answering 503")
+    request_timeout_ms: float = Field(
+        10_000, gt=0, description="deadline per request (clients may lower it with X-Request-Timeout-Ms)"
+    )
+    instances: int = Field(1, ge=1, le=16, description="batches run in parallel per model")
+
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="ONNX Runtime providers in order of preference (default: TensorRT, CUDA, CPU as available)",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: one per core)")
+    inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads")
+    preprocess_workers: int = Field(2, ge=1, description="threads decoding and preprocessing images")
+    warmup: bool = Field(True, description="run every batch size once at load")
+    golden_tolerance: float = Field(1e-2, gt=0, description="max |dprob| on the golden inputs before a model is refused")
+
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest request body (413 beyond, refused while reading)")
+    max_pixels: int = Field(40_000_000, ge=1, description="largest image in pixels, checked from the header before decoding")
+    max_batch_files: int = Field(64, ge=1, description="most files in one /classify/batch request")
+
+    poll_interval_s: float = Field(10.0, ge=0, description="how often to look for new versions (0: never)")
+    admin_token: str | None = Field(None, description="Bearer token POST /admin/reload requires (none: open)")
+    drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long queued requests may take to finish")
+    log_format: Literal["text", "json"] = Field("text", description="log line format")
+    log_level: str = Field("info", description="log level")
+
+    @field_validator("models", "providers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split(value)

@@ -1,0 +1,38 @@
+"""What one app instance holds: settings, metrics, loaded models, the preprocessing pool, drain state."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .metrics import Metrics
+from .model_manager import ModelManager
+from .settings import Settings
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: Metrics
+    models: ModelManager
+    preprocess_pool: ThreadPoolExecutor
+    draining: bool = False
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def max_inflight(self) -> int:
+        """Requests admitted at once: a full queue plus the batches being run."""
+        s = self.settings
+        return s.queue_size + s.max_batch_size * s.instances
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        if self.inflight == 0:
+            return True
+        self.idle.clear()
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
