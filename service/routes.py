@@ -14,14 +14,26 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from .batcher import BatcherClosed
-from .errors import DeadlineExceeded, Forbidden, InvalidInput, InvalidParameter, NotFound, NotReady, Overloaded, ServiceError
-from .errors import Unauthorized, UnsupportedMedia, error_body
+from .errors import (
+    DeadlineExceeded,
+    Forbidden,
+    InvalidInput,
+    InvalidParameter,
+    NotFound,
+    NotReady,
+    Overloaded,
+    ServiceError,
+    Unauthorized,
+    UnsupportedMedia,
+    error_body,
+)
 from .imaging import IMAGE_CONTENT_TYPES, image_to_input
 from .runtime import softmax
 from .schemas import ERROR_RESPONSES, BatchResponse, ClassifyResponse, ModelsResponse
 from .state import ServiceState
 
 router = APIRouter()
+DEFAULT_TOP_K = 5
 RAW_CONTENT_TYPES = set(IMAGE_CONTENT_TYPES) | {"application/octet-stream", ""}
 
 
@@ -72,7 +84,7 @@ def timeout_seconds(state: ServiceState, header_ms: float | None) -> float:
 
 
 async def classify_bytes(
-    state: ServiceState, data: bytes, name: str | None, version: int | None, top_k: int, timeout_s: float
+    state: ServiceState, data: bytes, name: str | None, version: int | None, top_k: int | None, timeout_s: float
 ) -> dict:
     """Decode, preprocess (thread pool), queue for a batch, and turn logits into the top-k predictions."""
     started = time.perf_counter()
@@ -81,7 +93,9 @@ async def classify_bytes(
     for attempt in range(3):
         model = state.models.get(name, version)
         spec = model.manifest.preprocess
-        if not 1 <= top_k <= model.manifest.num_classes:
+        if top_k is None:
+            top_k = min(DEFAULT_TOP_K, model.manifest.num_classes)
+        elif not 1 <= top_k <= model.manifest.num_classes:
             raise InvalidParameter(f"top_k must be an integer in 1..{model.manifest.num_classes}, got {top_k}")
         if spec not in inputs:
             pre_start = time.perf_counter()
@@ -138,7 +152,7 @@ class admitted:
 )
 async def classify(
     request: Request,
-    top_k: int = Query(5, description="how many classes to return"),
+    top_k: int | None = Query(None, description="how many classes to return (default 5, or all if fewer)"),
     model: str | None = Query(None, description="model name (default: the configured default)"),
     version: int | None = Query(None, description="model version (default: the served one)"),
     x_request_timeout_ms: float | None = Header(None, description="lower this request's deadline"),
@@ -159,7 +173,7 @@ async def classify(
 )
 async def classify_batch(
     request: Request,
-    top_k: int = Query(5),
+    top_k: int | None = Query(None),
     model: str | None = Query(None),
     version: int | None = Query(None),
     x_request_timeout_ms: float | None = Header(None),

@@ -46,3 +46,44 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Each test decodes into its own cache directory."""
     monkeypatch.setenv("RESNET_SERVE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def export_random_model(
+    repository: Path,
+    name: str,
+    arch: str = "resnet20",
+    labels: list[str] | None = None,
+    resize: int = 32,
+    crop: int = 32,
+    seed: int = 0,
+    **options,
+) -> Path:
+    """Export a randomly initialised network of ours into ``repository`` (no training, no downloads)."""
+    import torch
+
+    from export.pipeline import ExportOptions, export_to_repository
+    from export.sources import ModelSource
+    from model_repository import Preprocess
+    from training.models import get_model
+
+    labels = labels or TOY_CLASSES
+    torch.manual_seed(seed)
+    model = get_model(arch, num_classes=len(labels)).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so outputs differ clearly between inputs
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.uniform_(-0.2, 0.2)
+    spec = Preprocess(resize=resize, crop=crop, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    source = ModelSource(model, arch, list(labels), spec, metrics={"note": "random weights"}, source={"type": "test"})
+    return export_to_repository(source, repository, name, ExportOptions(**options))
+
+
+def jpeg_bytes(size=(64, 48), seed: int = 0, **save_args) -> bytes:
+    import io
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90, **save_args)
+    return buf.getvalue()

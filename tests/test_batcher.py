@@ -1,0 +1,148 @@
+"""The dynamic batcher with fake runners: batching, N-in/N-out, order, back-pressure, deadlines, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batcher import BatcherClosed, DynamicBatcher
+from service.errors import DeadlineExceeded, InferenceFailed, Overloaded
+
+
+class RecordingRunner:
+    """Returns each input's first pixel as its output row, records batch sizes, optionally slow or failing."""
+
+    def __init__(self, delay_s: float = 0.0, fail_when=None):
+        self.delay_s, self.fail_when = delay_s, fail_when
+        self.sizes: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.sizes.append(len(batch))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_when is not None and self.fail_when(batch):
+            raise RuntimeError("simulated inference failure")
+        return batch[:, 0, 0, :2].copy()  # (N, 2)
+
+
+def item(value: float) -> np.ndarray:
+    return np.full((3, 2, 2), value, np.float32)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_form_batches_and_each_gets_its_own_result():
+    async def main():
+        runner = RecordingRunner(delay_s=0.02)
+        batcher = DynamicBatcher(runner, max_batch_size=8, max_delay_ms=20, queue_size=100)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(item(i), 5.0) for i in range(32)))
+        await batcher.drain(1.0)
+        return runner, results
+
+    runner, results = run(main())
+    assert sum(runner.sizes) == 32
+    assert max(runner.sizes) == 8 and len(runner.sizes) <= 8  # batches formed, none over the limit
+    for i, (row, timings) in enumerate(results):
+        assert row.tolist() == [i, i]  # exactly its own output, in order
+        assert timings["queue"] >= 0 and timings["inference"] > 0
+
+
+def test_single_request_waits_at_most_max_delay():
+    async def main():
+        batcher = DynamicBatcher(RecordingRunner(), max_batch_size=8, max_delay_ms=5, queue_size=10)
+        batcher.start()
+        started = time.perf_counter()
+        await batcher.submit(item(1), 5.0)
+        elapsed = time.perf_counter() - started
+        await batcher.drain(1.0)
+        return elapsed
+
+    assert run(main()) < 0.5  # generous bound: the flush timer fired; no wait for a full batch
+
+
+def test_queue_full_answers_overloaded_at_once():
+    async def main():
+        runner = RecordingRunner(delay_s=0.2)
+        batcher = DynamicBatcher(runner, max_batch_size=1, max_delay_ms=0, queue_size=2)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(item(0), 5.0))
+        await asyncio.sleep(0.05)  # the worker took it: queue empty, runner busy
+        queued = [asyncio.ensure_future(batcher.submit(item(i), 5.0)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as exc:
+            await batcher.submit(item(3), 5.0)
+        assert exc.value.headers["Retry-After"]
+        done = await asyncio.gather(first, *queued)
+        await batcher.drain(1.0)
+        return done
+
+    assert [r[0][0] for r in run(main())] == [0, 1, 2]
+
+
+def test_deadline_gives_504_and_expired_requests_are_not_run():
+    async def main():
+        runner = RecordingRunner(delay_s=0.2)
+        batcher = DynamicBatcher(runner, max_batch_size=1, max_delay_ms=0, queue_size=10)
+        batcher.start()
+        slow = asyncio.ensure_future(batcher.submit(item(0), 5.0))
+        await asyncio.sleep(0.02)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(item(1), 0.05)  # expires while queued behind the slow one
+        await slow
+        await asyncio.sleep(0.05)
+        await batcher.drain(1.0)
+        return runner.sizes
+
+    assert run(main()) == [1]  # the expired request never reached the runner
+
+
+def test_failing_batch_fails_only_its_own_requests():
+    async def main():
+        runner = RecordingRunner(fail_when=lambda b: (b[:, 0, 0, 0] == 13).any())
+        batcher = DynamicBatcher(runner, max_batch_size=4, max_delay_ms=0, queue_size=50)
+        batcher.start()
+        bad = await asyncio.gather(batcher.submit(item(13), 5.0), return_exceptions=True)
+        good = await asyncio.gather(*(batcher.submit(item(i), 5.0) for i in range(6)))
+        await batcher.drain(1.0)
+        return bad, good
+
+    bad, good = run(main())
+    assert isinstance(bad[0], InferenceFailed) and "simulated" in bad[0].message
+    assert [r[0][0] for r in good] == list(range(6))  # the batcher kept serving
+
+
+def test_runner_returning_wrong_count_is_an_error_not_a_mixup():
+    async def main():
+        batcher = DynamicBatcher(lambda b: b[:1, 0, 0, :2], max_batch_size=4, max_delay_ms=30, queue_size=10)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(item(i), 5.0) for i in range(3)), return_exceptions=True)
+        await batcher.drain(1.0)
+        return results
+
+    results = run(main())
+    assert all(isinstance(r, InferenceFailed) for r in results)
+
+
+def test_drain_finishes_queued_work_then_refuses():
+    async def main():
+        runner = RecordingRunner(delay_s=0.05)
+        batcher = DynamicBatcher(runner, max_batch_size=2, max_delay_ms=0, queue_size=50, instances=2)
+        batcher.start()
+        pending = [asyncio.ensure_future(batcher.submit(item(i), 5.0)) for i in range(6)]
+        await asyncio.sleep(0)
+        drained = await batcher.drain(5.0)
+        with pytest.raises(BatcherClosed):
+            await batcher.submit(item(9), 1.0)
+        return drained, await asyncio.gather(*pending)
+
+    drained, results = run(main())
+    assert drained and [r[0][0] for r in results] == list(range(6))

@@ -1,0 +1,307 @@
+"""The service through its ASGI app, with real ONNX Runtime models exported in fixtures."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+from torchvision import transforms
+
+from model_repository import read_manifest
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import TOY_CLASSES, export_random_model, jpeg_bytes
+from training.models import get_model
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    export_random_model(repo, "toy", "resnet20")
+    return repo
+
+
+def client_for(repository, **settings) -> TestClient:
+    defaults = dict(model_repository=repository, poll_interval_s=0, max_delay_ms=1)
+    return TestClient(create_app(Settings(**{**defaults, **settings})))
+
+
+@pytest.fixture(scope="module")
+def client(repository):
+    with client_for(repository) as c:
+        yield c
+
+
+def png_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def test_classify_raw_and_multipart(client):
+    data = jpeg_bytes()
+    raw = client.post("/classify?top_k=3", content=data, headers={"Content-Type": "image/jpeg"})
+    assert raw.status_code == 200, raw.text
+    body = raw.json()
+    assert body["model"] == "toy" and body["version"] == 1
+    scores = [p["score"] for p in body["predictions"]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1, abs=1e-6)
+    assert {p["label"] for p in body["predictions"]} == set(TOY_CLASSES)
+    assert set(body["timing_ms"]) == {"queue", "preprocess", "inference", "total"}
+    multi = client.post("/classify?top_k=3", files={"file": ("x.jpg", data, "image/jpeg")}, headers={"X-Request-ID": "req-42"})
+    assert multi.status_code == 200 and multi.headers["X-Request-ID"] == "req-42"
+    assert multi.json()["predictions"] == body["predictions"]
+    assert len(raw.headers["X-Request-ID"]) == 32  # generated when the client sends none
+
+
+def test_probabilities_match_pytorch_on_a_photo_sized_image(tmp_path):
+    """ImageNet-style preprocessing (resize 256, crop 224) on a 500x375 image: service vs PyTorch within 1e-3."""
+    repo = tmp_path / "repo"
+    labels = [f"class{i}" for i in range(10)]
+    version = export_random_model(repo, "r18", "resnet18", labels=labels, resize=256, crop=224, seed=3)
+    manifest = read_manifest(version)
+    torch.manual_seed(3)
+    model = get_model("resnet18", num_classes=10).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.uniform_(-0.2, 0.2)
+    data = jpeg_bytes((500, 375), seed=7)
+    pil = Image.open(io.BytesIO(data)).convert("RGB")
+    tf = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(manifest.preprocess.mean, manifest.preprocess.std),
+        ]
+    )
+    with torch.no_grad():
+        expected = torch.softmax(model(tf(pil)[None]), 1)[0].numpy()
+    with client_for(repo) as c:
+        body = c.post("/classify?top_k=10", content=data, headers={"Content-Type": "image/jpeg"}).json()
+    got = np.zeros(10)
+    for p in body["predictions"]:
+        got[p["index"]] = p["score"]
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+def _png_with_size(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with a tiny (invalid) body: a decompression bomb's header."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+BAD_INPUTS = [
+    # (description, request kwargs, query, status, error code)
+    ("empty body", dict(content=b"", headers={"Content-Type": "image/jpeg"}), "", 400, "invalid_input"),
+    ("truncated jpeg", dict(content=jpeg_bytes()[:300], headers={"Content-Type": "image/jpeg"}), "", 400, "invalid_input"),
+    ("random bytes", dict(content=bytes(range(256)) * 4, headers={"Content-Type": "image/jpeg"}), "", 400, "invalid_input"),
+    ("wrong multipart field", dict(files={"image": ("x.jpg", jpeg_bytes(), "image/jpeg")}), "", 400, "invalid_input"),
+    ("unknown model", dict(content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}), "?model=nope", 404, "not_found"),
+    ("unknown version", dict(content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}), "?version=7", 404, "not_found"),
+    (
+        "svg",
+        dict(content=b'<svg xmlns="http://www.w3.org/2000/svg"/>', headers={"Content-Type": "image/svg+xml"}),
+        "",
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "svg sent as jpeg",
+        dict(content=b'<?xml version="1.0"?><svg/>', headers={"Content-Type": "image/jpeg"}),
+        "",
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "heic",
+        dict(content=b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64, headers={"Content-Type": "image/jpeg"}),
+        "",
+        415,
+        "unsupported_media_type",
+    ),
+    ("pdf", dict(content=b"%PDF-1.7\n...", headers={"Content-Type": "application/pdf"}), "", 415, "unsupported_media_type"),
+    ("text", dict(content=b"hello", headers={"Content-Type": "text/plain"}), "", 415, "unsupported_media_type"),
+    (
+        "text as octet-stream",
+        dict(content=b"just some text", headers={"Content-Type": "application/octet-stream"}),
+        "",
+        415,
+        "unsupported_media_type",
+    ),
+    ("top_k zero", dict(content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}), "?top_k=0", 422, "invalid_parameter"),
+    ("top_k too big", dict(content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}), "?top_k=4", 422, "invalid_parameter"),
+    ("top_k not int", dict(content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}), "?top_k=abc", 422, "invalid_parameter"),
+    (
+        "bomb header",
+        dict(content=_png_with_size(50_000, 50_000), headers={"Content-Type": "image/png"}),
+        "",
+        413,
+        "payload_too_large",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "kwargs", "query", "status", "code"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_inputs(client, what, kwargs, query, status, code):
+    r = client.post("/classify" + query, **kwargs)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and error["message"] and error["request_id"] == r.headers["X-Request-ID"]
+
+
+def test_body_limit_refuses_by_header_and_while_reading(repository):
+    with client_for(repository, max_body_bytes=10_000) as c:
+        big = jpeg_bytes((400, 400), seed=1) + b"\x00" * 20_000
+        r = c.post("/classify", content=big, headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+        def chunks():  # no Content-Length: the limit must trip while reading
+            for _ in range(10):
+                yield b"\xff" * 4000
+
+        r = c.post("/classify", content=chunks(), headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 413
+        assert c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}).status_code == 200
+
+
+def test_image_modes_and_exif(client):
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    cases = {
+        "gray": png_bytes(rgb.convert("L")),
+        "palette": png_bytes(rgb.convert("P")),
+        "rgba": png_bytes(rgb.convert("RGBA")),
+        "16-bit": png_bytes(Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257)),
+    }
+    buf = io.BytesIO()
+    rgb.convert("CMYK").save(buf, "JPEG")
+    cases["cmyk"] = buf.getvalue()
+    buf = io.BytesIO()
+    rgb.save(buf, "GIF", save_all=True, append_images=[rgb.rotate(90)], duration=100, loop=0)
+    cases["animated gif"] = buf.getvalue()
+    for fmt in ("WEBP", "BMP", "TIFF"):
+        buf = io.BytesIO()
+        rgb.save(buf, fmt)
+        cases[fmt] = buf.getvalue()
+    for name, data in cases.items():
+        r = client.post("/classify", content=data, headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 200, (name, r.text)
+    # EXIF orientation 6 (rotate 90 CW to display) gives the same answer as the upright image.
+    upright = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)).resize((60, 100))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a camera writes with orientation 6
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, "PNG", exif=exif)
+    with_exif = client.post("/classify?top_k=3", content=buf.getvalue(), headers={"Content-Type": "image/png"}).json()
+    plain = client.post("/classify?top_k=3", content=png_bytes(upright), headers={"Content-Type": "image/png"}).json()
+    rotated = client.post("/classify?top_k=3", content=png_bytes(stored), headers={"Content-Type": "image/png"}).json()
+    assert [p["score"] for p in with_exif["predictions"]] == pytest.approx([p["score"] for p in plain["predictions"]], abs=1e-6)
+    assert [p["score"] for p in rotated["predictions"]] != pytest.approx([p["score"] for p in plain["predictions"]], abs=1e-6)
+
+
+def test_batch_endpoint_one_result_per_file_in_order(client):
+    files = [
+        ("file", ("a.jpg", jpeg_bytes(seed=1), "image/jpeg")),
+        ("file", ("b.jpg", jpeg_bytes()[:200], "image/jpeg")),
+        ("file", ("c.jpg", jpeg_bytes(seed=2), "image/jpeg")),
+    ]
+    r = client.post("/classify/batch?top_k=2", files=files)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["filename"] for x in results] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert results[1]["error"]["code"] == "invalid_input" and results[1].get("result") is None
+    single = client.post("/classify?top_k=2", content=jpeg_bytes(seed=2), headers={"Content-Type": "image/jpeg"}).json()
+    assert results[2]["result"]["predictions"] == single["predictions"]
+    assert client.post("/classify/batch?top_k=9", files=files).status_code == 422
+    assert client.post("/classify/batch", content=b"x", headers={"Content-Type": "image/jpeg"}).status_code == 415
+
+
+def test_models_probes_metrics_docs(client):
+    models = client.get("/v1/models").json()["models"]
+    assert models[0]["name"] == "toy" and models[0]["serving_version"] == 1
+    version = models[0]["versions"][0]
+    assert version["state"] == "ready" and version["input_size"] == 32 and version["num_classes"] == 3
+    assert version["providers"] == ["CPUExecutionProvider"] and version["golden_check"]["top1_agree"]
+    assert client.get("/v1/models/toy").json()["name"] == "toy"
+    assert client.get("/v1/models/nope").status_code == 404
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    client.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"})
+    text = client.get("/metrics").text
+    for name in (
+        "resnet_serve_requests_total",
+        "resnet_serve_request_latency_seconds",
+        "resnet_serve_queue_wait_seconds",
+        "resnet_serve_batch_size",
+        "resnet_serve_inference_seconds",
+        "resnet_serve_queue_depth",
+        "resnet_serve_model_loads_total",
+        "resnet_serve_rejected_requests_total",
+    ):
+        assert name in text, name
+    assert 'route="/classify",status="200"' in text
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/classify" in schema["paths"] and "413" in schema["paths"]["/classify"]["post"]["responses"]
+
+
+def test_admin_reload_requires_token(repository, tmp_path):
+    with client_for(repository, admin_token="s3cret") as c:
+        assert c.post("/admin/reload").status_code == 401
+        assert c.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
+        ok = c.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["results"]["toy"] == "serving version 1"
+
+
+def test_failing_inference_is_a_500_with_request_id_and_the_server_keeps_serving(repository):
+    with client_for(repository) as c:
+        model = c.app.state.service.models.get("toy")
+        real = model.batcher.runner
+        calls = {"n": 0}
+
+        def flaky(batch):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("device lost")
+            return real(batch)
+
+        model.batcher.runner = flaky
+        r = c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 500 and r.json()["error"]["code"] == "inference_failed"
+        assert r.json()["error"]["request_id"] == r.headers["X-Request-ID"]
+        assert c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}).status_code == 200
+
+
+def test_overload_503_and_deadline_504(repository):
+    import concurrent.futures
+    import time
+
+    with client_for(repository, queue_size=1, max_batch_size=1) as c:
+        model = c.app.state.service.models.get("toy")
+        real = model.batcher.runner
+
+        def slow(batch):
+            time.sleep(0.3)
+            return real(batch)
+
+        model.batcher.runner = slow
+        post = lambda: c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"})  # noqa: E731
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(lambda _: post(), range(6)))
+        statuses = sorted(r.status_code for r in responses)
+        assert 200 in statuses and 503 in statuses
+        refused = next(r for r in responses if r.status_code == 503)
+        assert refused.headers["Retry-After"] and refused.json()["error"]["code"] == "overloaded"
+        late = c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg", "X-Request-Timeout-Ms": "50"})
+        assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
