@@ -3,6 +3,7 @@ and the refresh flow (train -> export -> served) end to end."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -143,10 +144,8 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path, server_facto
     server.proc.send_signal(signal.SIGTERM)
     signalled = time.perf_counter()
     ready_during_drain = None
-    try:
+    with contextlib.suppress(httpx.TransportError):
         ready_during_drain = httpx.get(server.url + "/readyz", timeout=5).status_code
-    except httpx.TransportError:
-        pass
     for t in threads:
         t.join()
     assert server.proc.wait(timeout=60) == 0, server.output()
