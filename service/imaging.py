@@ -32,6 +32,9 @@ IMAGE_CONTENT_TYPES = {
 }
 SUPPORTED_FORMATS = frozenset(IMAGE_CONTENT_TYPES.values())
 
+# JPEG draft decoding keeps at least this many times the resize target (measured in docs/service.md).
+DRAFT_OVERSAMPLE = 2
+
 # Image.open must not refuse big headers itself: our max_pixels check answers 413 first.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -112,9 +115,10 @@ def decode_image(data: bytes, spec: Preprocess, max_pixels: int) -> Image.Image:
                 raise UnsupportedMedia(f"{img.format} is not a supported image type")
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated: the first frame
-            if img.format == "JPEG" and min(width, height) >= 2 * spec.resize:
-                # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below what the resize needs.
-                img.draft("RGB", resized_size(width, height, spec.resize))
+            if img.format == "JPEG" and min(width, height) >= 2 * DRAFT_OVERSAMPLE * spec.resize:
+                # DCT scaling: decode at 1/2, 1/4 or 1/8 size, keeping DRAFT_OVERSAMPLE x what the resize needs
+                # so the antialiased resize still averages over several source pixels (see docs/service.md).
+                img.draft("RGB", resized_size(width, height, DRAFT_OVERSAMPLE * spec.resize))
             img.load()
             img = ImageOps.exif_transpose(img) or img
             return _to_rgb(img)
