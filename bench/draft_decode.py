@@ -82,8 +82,10 @@ def main() -> None:
                 worst_prob = max(worst_prob, float(np.abs(probs[0] - probs[1]).max()))
                 agree += int(probs[0].argmax() == probs[1].argmax())
         n = len(photos)
-        line = (f"{label}: {n} photos at ~12 MP: full decode {1000 * t_full / n:.1f} ms/img, draft {1000 * t_draft / n:.1f} ms/img "
-                f"({t_full / t_draft:.1f}x faster); max |input diff| {worst_input:.3f}")
+        line = (
+            f"{label}: {n} photos at ~12 MP: full decode {1000 * t_full / n:.1f} ms/img, draft {1000 * t_draft / n:.1f} ms/img "
+            f"({t_full / t_draft:.1f}x faster); max |input diff| {worst_input:.3f}"
+        )
         if session is not None:
             line += f"; max |dprob| {worst_prob:.4f}; top-1 agreement {agree}/{n}"
         print(line)
