@@ -2,6 +2,7 @@
 
 from .blocks import SHORTCUTS, BasicBlock, Bottleneck, PadShortcut
 from .cifar import CIFAR_DEPTHS, CifarResNet
+from .deepen import deepen
 from .imagenet import IMAGENET_DEPTHS, ResNet
 from .registry import ModelSpec, get_model, get_spec, list_models
 
@@ -12,6 +13,7 @@ __all__ = [
     "PadShortcut",
     "CIFAR_DEPTHS",
     "CifarResNet",
+    "deepen",
     "IMAGENET_DEPTHS",
     "ResNet",
     "ModelSpec",
