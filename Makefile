@@ -7,7 +7,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 MODELS ?= models
 
-.PHONY: setup setup-serve test lint serve models-table imagenet-model clean
+.PHONY: setup setup-serve test lint serve models-table imagenet-model docker-build docker-build-gpu docker-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,19 @@ models-table: setup
 imagenet-model: setup
 	$(PY) export/export.py --torchvision resnet50 --weights IMAGENET1K_V2 --name resnet50 --repository $(MODELS) \
 	  $(if $(WEIGHTS_FILE),--weights-file $(WEIGHTS_FILE),)
+
+# Container image (BASE_IMAGE=... for another base, e.g. resnet-serve-base:bookworm from deploy/base-image.sh).
+BASE_IMAGE ?= python:3.11-slim
+GPU_BASE_IMAGE ?= nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+docker-build:
+	docker build -t resnet-serve:latest --build-arg BASE_IMAGE=$(BASE_IMAGE) $(if $(PIP_CERT),--build-arg PIP_CERT=$(PIP_CERT),) .
+
+docker-build-gpu:
+	docker build -t resnet-serve:gpu --build-arg VARIANT=gpu --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) $(if $(PIP_CERT),--build-arg PIP_CERT=$(PIP_CERT),) .
+
+# Build on a debootstrapped Debian base, run with compose, classify, check metrics and the SIGTERM drain.
+docker-test:
+	deploy/docker-test.sh
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

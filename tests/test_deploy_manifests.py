@@ -1,0 +1,94 @@
+"""Deployment files, validated offline: Kubernetes manifests (rendered by kubectl's kustomize, checked against
+the Kubernetes schemas bundled in the kubernetes-validate package), compose.yaml and the Dockerfile."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from service.settings import Settings
+from tests.conftest import ROOT
+
+K8S = ROOT / "deploy" / "k8s"
+K8S_VERSION = "1.30.0"
+SETTINGS_ENV = {f"RESNET_SERVE_{name.upper()}" for name in Settings.model_fields}
+
+
+def render(path) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with its built-in kustomize) is needed to render deploy/k8s"
+    out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, check=True).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(docs: list[dict]) -> dict[str, dict]:
+    return {d["kind"]: d for d in docs}
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/gpu"])
+def test_manifests_validate_against_kubernetes_schemas(overlay):
+    docs = render(K8S / overlay)
+    assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises on any schema error or unknown field
+
+
+def test_schema_validation_can_fail():
+    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replicas": "two"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+def test_deployment_probes_drain_and_settings():
+    docs = by_kind(render(K8S / "base"))
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    settings = docs["ConfigMap"]["data"]
+    assert set(settings) <= SETTINGS_ENV, set(settings) - SETTINGS_ENV
+    drain = float(settings["RESNET_SERVE_DRAIN_TIMEOUT_S"])
+    pre_stop = 5
+    assert "sleep(5)" in " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
+    assert pod["terminationGracePeriodSeconds"] > drain + pre_stop
+    assert docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+
+
+def test_gpu_overlay():
+    deployment = by_kind(render(K8S / "overlays" / "gpu"))["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "resnet-serve:gpu"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env) <= SETTINGS_ENV and env["RESNET_SERVE_PROVIDERS"].startswith("TensorrtExecutionProvider")
+
+
+def test_compose_file():
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    server = compose["services"]["server"]
+    assert set(server["environment"]) <= SETTINGS_ENV
+    assert server["ports"][0].startswith("${BIND_ADDRESS:-127.0.0.1}:")
+    assert "./models:/models:ro" in server["volumes"]
+    grace = int(server["stop_grace_period"].rstrip("s"))
+    assert grace > float(server["environment"]["RESNET_SERVE_DRAIN_TIMEOUT_S"])
+    assert compose["services"]["prometheus"]["profiles"] == ["monitoring"]
+    gpu = compose["services"]["server-gpu"]
+    assert gpu["profiles"] == ["gpu"] and gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    assert prometheus["scrape_configs"][0]["static_configs"][0]["targets"] == ["server:8000"]
+
+
+def test_dockerfile_serves_without_torch_as_non_root():
+    text = (ROOT / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim" in text and "ARG VARIANT=cpu" in text and "ARG PIP_CERT=" in text
+    assert "'/src[serve]'" in text and "! /opt/venv/bin/python -c 'import torch'" in text  # the build fails if torch got in
+    assert (
+        "USER 10001" in text and "EXPOSE 8000" in text and "/readyz" in text and "COPY --chown=10001:10001 models /models" in text
+    )
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", "runs", "training", "export"} <= set(ignored)
