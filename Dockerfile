@@ -27,7 +27,7 @@ RUN set -eu; \
     /opt/venv/bin/pip install --upgrade pip; \
     /opt/venv/bin/pip install '/src[serve]'; \
     if [ "$VARIANT" = "gpu" ]; then \
-      /opt/venv/bin/pip uninstall -y onnxruntime && /opt/venv/bin/pip install '/src[gpu]'; \
+      /opt/venv/bin/pip uninstall -y onnxruntime onnxruntime-openvino; /opt/venv/bin/pip install '/src[gpu]'; \
     fi; \
     /opt/venv/bin/python -c 'import onnxruntime, service.app; print("providers:", onnxruntime.get_available_providers())'; \
     ! /opt/venv/bin/python -c 'import torch' 2>/dev/null
