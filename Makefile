@@ -14,11 +14,22 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 # Every extra but `gpu` (onnxruntime-gpu would replace the onnxruntime module).
+# onnxruntime, onnxruntime-openvino and onnxruntime-gpu all install the module `onnxruntime`: exactly one may
+# be present, so drop whichever the extras do not ask for on this platform before installing.
+define one_onnxruntime
+	@wanted=$$($(PY) -c "import platform, sys; print('onnxruntime-openvino' if sys.platform == 'linux' and platform.machine() == 'x86_64' else 'onnxruntime')"); \
+	for other in onnxruntime onnxruntime-openvino onnxruntime-gpu; do \
+	  if [ "$$other" != "$$wanted" ] && $(PIP) show -q $$other 2>/dev/null; then $(PIP) uninstall -y -q $$other; fi; \
+	done
+endef
+
 $(VENV)/.installed-all: pyproject.toml | $(PY)
+	$(one_onnxruntime)
 	$(PIP) install -e '.[serve,train,export,load,dev]'
 	touch $@ $(VENV)/.installed-serve
 
 $(VENV)/.installed-serve: pyproject.toml | $(PY)
+	$(one_onnxruntime)
 	$(PIP) install -e '.[serve]'
 	touch $@
 

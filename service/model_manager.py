@@ -15,10 +15,11 @@ from pathlib import Path
 
 from model_repository import Manifest, ManifestError, list_model_names, list_versions, read_manifest, verify_files
 
+from .backends import candidate_backends
 from .batcher import BatchStats, DynamicBatcher
 from .errors import NotFound
 from .metrics import Metrics
-from .runtime import ModelLoadError, OrtRunner, choose_providers, warmup_batch_sizes
+from .runtime import ModelLoadError, OrtRunner, warmup_batch_sizes
 from .settings import Settings
 
 log = logging.getLogger("resnet_serve")
@@ -32,7 +33,7 @@ class LoadedModel:
     manifest: Manifest
     runner: OrtRunner
     batcher: DynamicBatcher
-    golden: dict | None = None
+    selection: dict = field(default_factory=dict)  # chosen backend, its golden check, rejected backends
     loaded_at: float = field(default_factory=time.time)
 
     def describe(self) -> dict:
@@ -43,10 +44,13 @@ class LoadedModel:
             "arch": m.arch,
             "input_size": m.input_size,
             "num_classes": m.num_classes,
-            "precision": m.precision,
+            "precision": self.runner.backend.precision,
+            "weights_precision": m.precision,
+            "backend": self.runner.backend.label,
             "providers": self.runner.providers,
             "metrics": m.metrics,
-            "golden_check": self.golden,
+            "golden_check": self.selection.get("golden"),
+            "rejected_backends": self.selection.get("rejected", []),
             "queue_depth": self.batcher.depth,
         }
 
@@ -85,19 +89,33 @@ class ModelManager:
         return bool(expected) and all(n in self.live for n in expected)
 
     # ------------------------------------------------------------------ loading
-    def _load_blocking(self, name: str, version: int) -> tuple[Path, Manifest, OrtRunner, dict | None]:
+    def _load_blocking(self, name: str, version: int) -> tuple[Path, Manifest, OrtRunner, dict]:
+        """Validate the files, then try each backend (fastest first) until one loads and passes the golden check."""
         path = self.repository / name / str(version)
         manifest = read_manifest(path)
         if manifest.name != name:
             raise ManifestError(f"{path}: manifest names {manifest.name!r}, directory {name!r}")
         verify_files(path, manifest)
         s = self.settings
-        runner = OrtRunner(path / manifest.file, manifest, choose_providers(s.providers), s.intra_op_threads, s.inter_op_threads)
-        batch_limit = min(s.max_batch_size, manifest.static_batch or s.max_batch_size)
-        if s.warmup:
-            runner.warmup(manifest.input_size, warmup_batch_sizes(batch_limit))
-        golden = runner.check_golden(path / manifest.golden.file, s.golden_tolerance) if manifest.golden else None
-        return path, manifest, runner, golden
+        try:
+            candidates = candidate_backends(s.providers, s.precision, s.precision_fallback, manifest.golden is not None)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
+        rejected: list[str] = []
+        for backend in candidates:
+            try:
+                runner = OrtRunner(path / manifest.file, manifest, backend, s.intra_op_threads, s.inter_op_threads)
+                golden = runner.check_golden(path / manifest.golden.file, s.golden_tolerance) if manifest.golden else None
+            except ModelLoadError as exc:
+                log.warning("%s version %d: %s", name, version, exc)
+                rejected.append(str(exc))
+                continue
+            if s.warmup:
+                runner.warmup(
+                    manifest.input_size, warmup_batch_sizes(min(s.max_batch_size, manifest.static_batch or s.max_batch_size))
+                )
+            return path, manifest, runner, {"backend": backend.label, "golden": golden, "rejected": rejected}
+        raise ModelLoadError(f"no backend passed for {name} version {version}: {'; '.join(rejected)}")
 
     def _make_batcher(self, name: str, runner: OrtRunner) -> DynamicBatcher:
         s, m = self.settings, self.metrics
@@ -124,7 +142,7 @@ class ModelManager:
     async def load(self, name: str, version: int) -> LoadedModel:
         """Load, warm and check one version off the event loop, then make it the live one."""
         try:
-            path, manifest, runner, golden = await asyncio.to_thread(self._load_blocking, name, version)
+            path, manifest, runner, selection = await asyncio.to_thread(self._load_blocking, name, version)
         except (ManifestError, ModelLoadError, OSError) as exc:
             self.failed[(name, version)] = str(exc)
             self.metrics.model_loads.labels(name, "failed").inc()
@@ -132,13 +150,18 @@ class ModelManager:
                 self.metrics.reload_failures.labels(name).inc()
             log.error("refused %s version %d: %s", name, version, exc)
             raise
-        loaded = LoadedModel(name, version, path, manifest, runner, self._make_batcher(name, runner), golden)
+        loaded = LoadedModel(name, version, path, manifest, runner, self._make_batcher(name, runner), selection)
         previous = self.live.get(name)
         self.live[name] = loaded  # the swap: new requests resolve to the new version from here on
         self.metrics.model_loads.labels(name, "ok").inc()
         self.metrics.loaded_version.labels(name).set(version)
         log.info(
-            "serving %s version %d (%s, providers %s, golden %s)", name, version, manifest.precision, runner.providers, golden
+            "serving %s version %d on %s (golden check %s; rejected: %s)",
+            name,
+            version,
+            runner.backend.label,
+            selection["golden"],
+            selection["rejected"] or "none",
         )
         if previous is not None:
             task = asyncio.get_running_loop().create_task(previous.batcher.drain(self.settings.drain_timeout_s))

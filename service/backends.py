@@ -1,0 +1,86 @@
+"""Execution backends: an ONNX Runtime provider with a precision, and the order they are tried in.
+
+Out of the box the service tries, fastest first, TensorRT (fp16, then fp32) -> CUDA -> OpenVINO (bf16 where the
+CPU has AMX or AVX-512-BF16, then fp32) -> CPU, keeping the first whose session loads and passes the golden
+check (``service/runtime.py``). Reduced precision is only tried when the model carries golden data to check it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import onnxruntime as ort
+
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider", "CPUExecutionProvider")
+PRECISIONS = ("fp16", "bf16", "fp32")
+
+
+@cache
+def cpu_supports_bf16() -> bool:
+    """AMX-BF16 or AVX512-BF16 in /proc/cpuinfo (Linux); False where unknown."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+@dataclass(frozen=True)
+class Backend:
+    provider: str
+    precision: str  # the arithmetic the provider is asked for: fp32, bf16 or fp16
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.removesuffix('ExecutionProvider')}/{self.precision}"
+
+    def session_providers(self, threads: int) -> tuple[list[str], list[dict]]:
+        """(providers, provider_options) for ``ort.InferenceSession``, with the CPU provider as the last resort."""
+        if self.provider == "TensorrtExecutionProvider":
+            chain = [(self.provider, {"trt_fp16_enable": self.precision == "fp16"}), ("CUDAExecutionProvider", {})]
+        elif self.provider == "OpenVINOExecutionProvider":
+            options: dict = {"device_type": "CPU"}
+            if self.precision == "bf16":
+                options["load_config"] = json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}})
+            else:
+                options["precision"] = "FP32"
+            if threads:
+                options["num_of_threads"] = threads
+            chain = [(self.provider, options)]
+        else:
+            chain = [(self.provider, {})]
+        if self.provider != "CPUExecutionProvider":
+            chain.append(("CPUExecutionProvider", {}))
+        return [p for p, _ in chain], [o for _, o in chain]
+
+
+def candidate_backends(providers: list[str], precision: str, fallback: bool, has_golden: bool) -> list[Backend]:
+    """The backends to try, in order.
+
+    ``providers``: configured order (empty: every available one, fastest first). ``precision``: ``auto`` or one
+    of PRECISIONS. ``fallback``: after a reduced precision, also try fp32 on the same provider.
+    """
+    available = ort.get_available_providers()
+    order = providers or [p for p in PROVIDER_ORDER if p in available]
+    missing = [p for p in order if p not in available]
+    if missing:
+        raise ValueError(f"providers not available here: {', '.join(missing)} (available: {', '.join(available)})")
+    out: list[Backend] = []
+    for provider in order:
+        reduced = {"TensorrtExecutionProvider": ["fp16"], "OpenVINOExecutionProvider": ["bf16"] if cpu_supports_bf16() else []}
+        options = reduced.get(provider, [])
+        if precision == "auto":
+            wanted = [*options, "fp32"] if has_golden else ["fp32"]
+        elif precision == "fp32":
+            wanted = ["fp32"]
+        elif precision in options:
+            wanted = [precision, "fp32"] if fallback else [precision]
+        else:
+            continue  # this provider cannot run the requested precision
+        out.extend(Backend(provider, p) for p in wanted)
+    if not out:
+        raise ValueError(f"no available provider runs precision {precision!r} here (providers: {', '.join(order)})")
+    return out

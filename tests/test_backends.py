@@ -1,0 +1,70 @@
+"""Backend choice: the fastest provider/precision that passes the golden check, with fp32 fallback."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.backends import Backend, candidate_backends, cpu_supports_bf16
+from service.settings import Settings
+from tests.conftest import export_random_model
+
+OPENVINO = "OpenVINOExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    export_random_model(repo, "toy", "resnet20")
+    return repo
+
+
+def served(repository, **settings) -> dict:
+    app = create_app(Settings(model_repository=repository, poll_interval_s=0, **settings))
+    with TestClient(app) as c:
+        ready = c.get("/readyz").status_code
+        models = c.get("/v1/models").json()["models"]
+        return {"ready": ready, "model": models[0]}
+
+
+def test_candidate_order():
+    labels = [b.label for b in candidate_backends([], "auto", True, has_golden=True)]
+    assert labels[-1] == "CPU/fp32"
+    if OPENVINO:
+        expected = (["OpenVINO/bf16"] if cpu_supports_bf16() else []) + ["OpenVINO/fp32", "CPU/fp32"]
+        assert labels == expected
+    # Without golden data nothing but fp32 is tried: reduced precision must be checked, not assumed.
+    assert all(b.precision == "fp32" for b in candidate_backends([], "auto", True, has_golden=False))
+    assert [b.label for b in candidate_backends(["CPUExecutionProvider"], "fp32", True, True)] == ["CPU/fp32"]
+    with pytest.raises(ValueError, match="not available"):
+        candidate_backends(["NoSuchExecutionProvider"], "auto", True, True)
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        candidate_backends(["CPUExecutionProvider"], "fp16", True, True)
+
+
+def test_openvino_options_carry_the_bf16_hint():
+    providers, options = Backend("OpenVINOExecutionProvider", "bf16").session_providers(threads=2)
+    assert providers == ["OpenVINOExecutionProvider", "CPUExecutionProvider"]
+    assert "INFERENCE_PRECISION_HINT" in options[0]["load_config"] and options[0]["num_of_threads"] == 2
+
+
+def test_auto_picks_the_first_backend_that_passes(repository):
+    state = served(repository)
+    version = state["model"]["versions"][0]
+    first = candidate_backends([], "auto", True, has_golden=True)[0]
+    assert state["ready"] == 200 and version["backend"] == first.label and version["rejected_backends"] == []
+    assert version["golden_check"]["max_abs_prob_diff"] <= 0.05
+
+
+@pytest.mark.skipif(not (OPENVINO and cpu_supports_bf16()), reason="needs OpenVINO on a bf16-capable CPU")
+def test_failed_golden_check_falls_back_to_fp32_or_refuses(repository):
+    # A tolerance no bf16 arithmetic meets: bf16 is rejected and fp32 serves.
+    state = served(repository, golden_tolerance=1e-4)
+    version = state["model"]["versions"][0]
+    assert version["backend"] == "OpenVINO/fp32" and version["precision"] == "fp32"
+    assert "OpenVINO/bf16" in version["rejected_backends"][0]
+    # Without fallback, a bf16 request that fails its check is refused: the server is not ready.
+    refused = served(repository, precision="bf16", precision_fallback=False, golden_tolerance=1e-4)
+    assert refused["ready"] == 503 and refused["model"]["versions"][0]["state"] == "failed"
