@@ -7,7 +7,8 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 MODELS ?= models
 
-.PHONY: setup setup-serve test lint serve models-table imagenet-model docker-build docker-build-gpu docker-test clean
+# bench: the benchmark suite (minutes; results into bench/results/, summarised in docs/benchmarks.md).
+.PHONY: setup setup-serve test lint tools bench serve models-table imagenet-model docker-build docker-build-gpu docker-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,13 +41,24 @@ setup-serve: $(VENV)/.installed-serve
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint
+# Command-line tools the suite drives: wrk (HTTP benchmark), from Debian's packages when missing.
+tools:
+	@command -v wrk >/dev/null || (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk))
+
+test: setup lint tools
 	$(PY) -m pytest
 
 serve: setup-serve
 	@if [ ! -f service/__main__.py ]; then \
 	  echo "The service is not built yet (see the inference-service issue)."; exit 2; fi
 	$(PY) -m service --model-repository $(MODELS) --host $(HOST) --port $(PORT)
+
+bench: setup tools
+	$(PY) bench/inprocess.py --json bench/results/inprocess.json
+	for m in resnet50 resnet18 cifar10-resnet20; do \
+	  $(PY) bench/http_load.py --model $$m --json bench/results/http-$$m.json || exit 1; done
+	$(PY) bench/http_load.py --model resnet50 --concurrency 8 --no-naive --big-photos --memory-requests 20000 \
+	  --json bench/results/http-resnet50-extra.json
 
 models-table: setup
 	$(PY) -m training.models

@@ -1,0 +1,55 @@
+"""Shared helpers for the benchmarks: models to measure, photos, backends, timing."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from model_repository import list_versions, read_manifest  # noqa: E402
+
+DEFAULT_PHOTOS = ROOT.parent / "shared" / "data" / "photos"
+
+
+def photo_bytes(photos: Path, limit: int | None = None) -> list[bytes]:
+    files = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit]
+    if not files:
+        raise SystemExit(f"no photos in {photos}")
+    return [f.read_bytes() for f in files]
+
+
+def ensure_bench_models(repository: Path, names: list[str]) -> dict[str, Path]:
+    """Random-weight ResNet-18/50 exported once into ``repository`` (needs the export extra); version dirs by name."""
+    out = {}
+    for name in names:
+        if not list_versions(repository, name):
+            from tests.conftest import export_random_model
+
+            labels = [f"class{i}" for i in range(1000)]
+            export_random_model(repository, name, name, labels=labels, resize=256, crop=224)
+        out[name] = repository / name / str(list_versions(repository, name)[-1])
+    return out
+
+
+def latest_version(repository: Path, name: str) -> Path:
+    versions = list_versions(repository, name)
+    if not versions:
+        raise SystemExit(f"{repository}/{name} has no versions")
+    return repository / name / str(versions[-1])
+
+
+def manifest_of(version_dir: Path):
+    return read_manifest(version_dir)
+
+
+def rate(fn, seconds: float, min_calls: int = 3) -> tuple[float, int]:
+    """(seconds per call, calls) running ``fn`` for about ``seconds`` after one warm-up call."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    return (time.perf_counter() - start) / calls, calls

@@ -1,0 +1,259 @@
+"""The service over real HTTP (wrk, raw JPEG bodies rotating over the photos) at several concurrencies, beside
+the naive baseline (bench/naive_server.py) on the same images and machine.
+
+    python bench/http_load.py --model resnet50 --concurrency 1 8 32 128 --seconds 15 --json bench/results/http-resnet50.json
+
+Reports req/s, p50/p95/p99, errors, mean batch size (from /metrics) and the load generator's CPU share.
+Options add the 12-megapixel upload comparison and the RSS drift over many requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from common import DEFAULT_PHOTOS, ROOT, ensure_bench_models, latest_version
+from PIL import Image
+
+PY = sys.executable
+WRK_SCRIPT = ROOT / "bench" / "wrk_photos.lua"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Process:
+    def __init__(self, argv: list[str], url: str, ready_path: str) -> None:
+        self.url = url
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited: {argv}")
+            try:
+                if httpx.get(url + ready_path, timeout=2).status_code in (200, 405):
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"server not ready: {argv}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def batch_totals(url: str) -> tuple[float, float]:
+    """(sum, count) of the batch-size histogram, over all models."""
+    total = count = 0.0
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith("resnet_serve_batch_size_sum"):
+            total += float(line.split()[-1])
+        elif line.startswith("resnet_serve_batch_size_count"):
+            count += float(line.split()[-1])
+    return total, count
+
+
+def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float) -> dict:
+    threads = max(1, min(2, concurrency))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(WRK_SCRIPT),
+            url + "/classify",
+            "--",
+            str(photo_list),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    stats = json.loads(out.strip().splitlines()[-1])
+    stats["req_s"] = stats["requests"] / stats["seconds"]
+    stats["loadgen_cpu_share_pct"] = 100 * cpu / (wall * (os.cpu_count() or 1))
+    return stats
+
+
+def measure(name: str, server: Process, photo_list: Path, concurrencies, seconds: float, is_service: bool) -> list[dict]:
+    rows = []
+    for c in concurrencies:
+        run_wrk(server.url, photo_list, c, min(2.0, seconds))  # warm-up at this concurrency
+        before = batch_totals(server.url) if is_service else None
+        stats = run_wrk(server.url, photo_list, c, seconds)
+        if is_service:
+            after = batch_totals(server.url)
+            stats["mean_batch"] = (after[0] - before[0]) / max(after[1] - before[1], 1)
+        stats.update(server=name, concurrency=c, rss_mb=rss_mb(server.proc.pid))
+        rows.append(stats)
+        print(
+            f"{name:<26} c={c:<4} {stats['req_s']:7.1f} req/s  p50 {stats['p50_ms']:7.1f}  p95 {stats['p95_ms']:7.1f}  "
+            f"p99 {stats['p99_ms']:7.1f} ms  errors {stats['errors']}  batch {stats.get('mean_batch', 1):.1f}  "
+            f"wrk CPU {stats['loadgen_cpu_share_pct']:.0f}%  RSS {stats['rss_mb']:.0f} MB",
+            flush=True,
+        )
+    return rows
+
+
+def write_list(paths: list[Path], directory: Path) -> Path:
+    listing = directory / "photos.txt"
+    listing.write_text("\n".join(str(p) for p in paths) + "\n")
+    return listing
+
+
+def make_big_photos(photos: list[Path], directory: Path, megapixels: float = 12.0, count: int = 10) -> list[Path]:
+    out = []
+    for p in photos[:count]:
+        with Image.open(p) as img:
+            img = img.convert("RGB")
+            scale = (megapixels * 1e6 / (img.width * img.height)) ** 0.5
+            big = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BICUBIC)
+        target = directory / f"big-{p.stem}.jpg"
+        buf = io.BytesIO()
+        big.save(buf, "JPEG", quality=90)
+        target.write_bytes(buf.getvalue())
+        out.append(target)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet50", help="resnet50/resnet18 (random weights) or a model in --repository")
+    p.add_argument("--repository", type=Path, default=ROOT / "models")
+    p.add_argument("--bench-repository", type=Path, default=ROOT / "bench" / ".models")
+    p.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    p.add_argument("--big-photos", action="store_true", help="also compare 12-megapixel uploads at concurrency 8")
+    p.add_argument("--memory-requests", type=int, default=0, help="also measure RSS after 1,000 and after this many requests")
+    p.add_argument("--service-args", default="", help="extra flags for python -m service")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed (apt-get install wrk)")
+    if args.model in ("resnet50", "resnet18"):
+        version_dir = ensure_bench_models(args.bench_repository, [args.model])[args.model]
+    else:
+        version_dir = latest_version(args.repository, args.model)
+    repo, name = version_dir.parent.parent, version_dir.parent.name
+    photos = sorted(q for q in args.photos.iterdir() if q.suffix.lower() in (".jpg", ".jpeg"))
+    results: dict = {"model": name, "rows": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = write_list(photos, Path(tmp))
+        port = free_port()
+        service = Process(
+            [
+                PY,
+                "-m",
+                "service",
+                "--model-repository",
+                str(repo),
+                "--models",
+                name,
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--poll-interval-s",
+                "0",
+                "--log-level",
+                "warning",
+                *args.service_args.split(),
+            ],
+            f"http://127.0.0.1:{port}",
+            "/readyz",
+        )
+        try:
+            backend = httpx.get(service.url + f"/v1/models/{name}").json()["versions"][-1]["backend"]
+            results["backend"] = backend
+            results["rows"] += measure(f"service {backend}", service, listing, args.concurrency, args.seconds, True)
+            if args.big_photos:
+                big = write_list(make_big_photos(photos, Path(tmp)), Path(tmp) / "big")
+                small = run_wrk(service.url, listing, 8, args.seconds)
+                large = run_wrk(service.url, big, 8, args.seconds)
+                results["big_photos"] = {
+                    "small_p50_ms": small["p50_ms"],
+                    "big_p50_ms": large["p50_ms"],
+                    "ratio": large["p50_ms"] / small["p50_ms"],
+                    "errors": large["errors"],
+                }
+                print(
+                    f"12 MP uploads at c=8: p50 {large['p50_ms']:.1f} ms vs {small['p50_ms']:.1f} ms for the photos "
+                    f"({results['big_photos']['ratio']:.2f}x)"
+                )
+            if args.memory_requests:
+                results["memory"] = memory_drift(service, listing, args.memory_requests)
+        finally:
+            service.stop()
+        if not args.no_naive:
+            port = free_port()
+            naive = Process(
+                [PY, str(ROOT / "bench" / "naive_server.py"), "--model-dir", str(version_dir), "--port", str(port)],
+                f"http://127.0.0.1:{port}",
+                "/classify",
+            )
+            try:
+                results["rows"] += measure("naive FastAPI + ORT CPU", naive, listing, args.concurrency, args.seconds, False)
+            finally:
+                naive.stop()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def memory_drift(server: Process, listing: Path, total: int) -> dict:
+    """RSS after the first 1,000 requests and after ``total``, sent at concurrency 32."""
+
+    def send(n: int) -> None:
+        sent = 0
+        while sent < n:
+            stats = run_wrk(server.url, listing, 32, 5)
+            sent += stats["requests"]
+
+    send(1000)
+    first = rss_mb(server.proc.pid)
+    send(total - 1000)
+    last = rss_mb(server.proc.pid)
+    print(f"RSS after 1,000 requests {first:.0f} MB, after {total:,}: {last:.0f} MB ({100 * (last - first) / first:+.1f}%)")
+    return {"rss_after_1000_mb": first, f"rss_after_{total}_mb": last, "drift_pct": 100 * (last - first) / first}
+
+
+if __name__ == "__main__":
+    main()

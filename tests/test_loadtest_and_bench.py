@@ -1,0 +1,121 @@
+"""Smoke runs of the user-facing load test (locust) and of the benchmark code, against real processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, export_random_model
+from tests.test_service_process import Server
+
+pytestmark = pytest.mark.slow
+LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless", "--only-summary"]
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("bench") / "repo"
+    export_random_model(repo, "toy", "resnet20")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(repository):
+    s = Server(repository, "--poll-interval-s", "0")
+    yield s
+    s.stop()
+
+
+def test_locust_headless_passes_and_writes_reports(server, tmp_path):
+    proc = subprocess.run(
+        [*LOCUST, "--host", server.url, "-u", "8", "-r", "8", "-t", "10s", "--csv", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "load test passed" in proc.stderr
+    with open(tmp_path / "run_stats.csv") as fh:
+        rows = {r["Name"]: r for r in csv.DictReader(fh)}
+    assert int(rows["/classify raw"]["Request Count"]) > 0 and int(rows["/classify multipart"]["Request Count"]) > 0
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
+
+
+def test_locust_fails_the_run_when_a_bound_is_missed(server, tmp_path):
+    proc = subprocess.run(
+        [*LOCUST, "--host", server.url, "-u", "2", "-r", "2", "-t", "3s", "--max-p99-ms", "0.001"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1 and "p99" in proc.stderr
+
+
+def test_inprocess_bench_smoke(repository, tmp_path):
+    out = tmp_path / "inprocess.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "inprocess.py"),
+            "--models",
+            "toy",
+            "--repository",
+            str(repository),
+            "--photos",
+            str(ROOT / "tests" / "fixtures" / "cifar10"),
+            "--batches",
+            "1",
+            "4",
+            "--seconds",
+            "0.2",
+            "--backends",
+            "CPU/fp32",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (row,) = json.loads(out.read_text())
+    assert row["backend"] == "CPU/fp32" and set(row["batch"]) == {"1", "4"}
+    assert row["loop_img_s"] > 0 and row["preprocess_img_s"] > 0
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="the HTTP benchmark drives wrk (apt-get install wrk; make test installs it)"
+)
+def test_http_bench_smoke(repository, tmp_path):
+    out = tmp_path / "http.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "http_load.py"),
+            "--model",
+            "toy",
+            "--repository",
+            str(repository),
+            "--photos",
+            str(ROOT / "tests" / "fixtures" / "cifar10"),
+            "--concurrency",
+            "1",
+            "4",
+            "--seconds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    result = json.loads(out.read_text())
+    servers = {r["server"].split()[0] for r in result["rows"]}
+    assert servers == {"service", "naive"} and all(r["errors"] == 0 and r["req_s"] > 0 for r in result["rows"])
