@@ -29,6 +29,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--repository", type=Path, default=Path("models"), help="model repository root (default: models)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
     p.add_argument("--fp16", action="store_true", help="fp16 weights and activations, float32 input/output")
+    p.add_argument(
+        "--int8", action="store_true", help="int8 static quantization (QDQ, per-channel), calibrated on --calibration-images"
+    )
+    p.add_argument("--calibration-images", type=Path, help="a folder of real images for --int8 calibration (first 64)")
     p.add_argument("--static-batch", type=int, help="a fixed batch size (for TensorRT engines); default: dynamic batch")
     p.add_argument("--simplify", action="store_true", help="run onnxslim and keep the result if it shrinks the graph")
     p.add_argument("--parity-images", type=Path, help="a folder of real photos for the PyTorch/ONNX Runtime parity check")
@@ -42,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     options = ExportOptions(
         opset=args.opset,
         fp16=args.fp16,
+        int8=args.int8,
+        calibration_images=args.calibration_images,
         static_batch=args.static_batch,
         simplify=args.simplify,
         parity=not args.no_parity,

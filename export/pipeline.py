@@ -13,6 +13,7 @@ from model_repository.manifest import MANIFEST_FILE, NAME_PATTERN, now
 
 from .checks import check_graph, check_parity, golden_outputs, parity_inputs
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, build_tensorrt_engine, export_onnx, simplify
+from .quantize import quantize_int8
 from .sources import ExportError, ModelSource
 
 GOLDEN_COUNT = 8
@@ -22,6 +23,8 @@ GOLDEN_COUNT = 8
 class ExportOptions:
     opset: int = 18
     fp16: bool = False
+    int8: bool = False
+    calibration_images: Path | None = None
     static_batch: int | None = None
     simplify: bool = False
     parity: bool = True
@@ -40,6 +43,10 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
         raise ExportError(f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only")
     if options.opset < 17:
         raise ExportError("--opset must be 17 or newer")
+    if options.fp16 and options.int8:
+        raise ExportError("--fp16 and --int8 exclude each other")
+    if options.int8 and options.calibration_images is None and options.parity_images is None:
+        raise ExportError("--int8 needs --calibration-images DIR (real images, preprocessed as the service will)")
     if options.static_batch is not None and options.static_batch < 1:
         raise ExportError("--static-batch must be positive")
     size = src.preprocess.crop
@@ -47,13 +54,16 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
         onnx_path = staging / "model.onnx"
         export_onnx(src.model, onnx_path, size, options.opset, options.fp16, options.static_batch)
         extra: dict = {}
+        precision = "int8" if options.int8 else "fp16" if options.fp16 else "fp32"
+        if options.int8:
+            extra["quantization"] = quantize_int8(onnx_path, src.preprocess, options.calibration_images or options.parity_images)
         if options.simplify:
             extra["simplify"] = simplify(onnx_path)
         extra["operators"] = check_graph(onnx_path)
         inputs, described = parity_inputs(src.preprocess, options.parity_images)
         parity = None
         if options.parity:
-            parity = {"inputs": described, **check_parity(src.model, onnx_path, inputs, options.fp16, options.static_batch)}
+            parity = {"inputs": described, **check_parity(src.model, onnx_path, inputs, precision, options.static_batch)}
         else:
             parity = {"skipped": True, "reason": "--no-parity"}
         golden_inputs = inputs[:GOLDEN_COUNT]
@@ -75,7 +85,7 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
             output=OutputSpec(name=OUTPUT_NAME, shape=[batch, len(src.labels)], kind="logits"),
             preprocess=src.preprocess,
             labels=src.labels,
-            precision="fp16" if options.fp16 else "fp32",
+            precision=precision,
             metrics=src.metrics,
             source={**src.source, "export": extra},
             parity=parity,

@@ -15,7 +15,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider", "CPUExecutionProvider")
-PRECISIONS = ("fp16", "bf16", "fp32")
+PRECISIONS = ("fp16", "bf16", "fp32")  # what a provider may be asked for; int8 comes only from an int8 graph
 
 
 @cache
@@ -40,13 +40,15 @@ class Backend:
     def session_providers(self, threads: int) -> tuple[list[str], list[dict]]:
         """(providers, provider_options) for ``ort.InferenceSession``, with the CPU provider as the last resort."""
         if self.provider == "TensorrtExecutionProvider":
-            chain = [(self.provider, {"trt_fp16_enable": self.precision == "fp16"}), ("CUDAExecutionProvider", {})]
+            trt = {"trt_fp16_enable": self.precision == "fp16", "trt_int8_enable": self.precision == "int8"}
+            chain = [(self.provider, trt), ("CUDAExecutionProvider", {})]
         elif self.provider == "OpenVINOExecutionProvider":
             options: dict = {"device_type": "CPU"}
             if self.precision == "bf16":
                 options["load_config"] = json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}})
-            else:
+            elif self.precision == "fp32":
                 options["precision"] = "FP32"
+            # int8 / fp16 graphs: the graph fixes the arithmetic; no hint
             if threads:
                 options["num_of_threads"] = threads
             chain = [(self.provider, options)]
@@ -57,17 +59,22 @@ class Backend:
         return [p for p, _ in chain], [o for _, o in chain]
 
 
-def candidate_backends(providers: list[str], precision: str, fallback: bool, has_golden: bool) -> list[Backend]:
+def candidate_backends(
+    providers: list[str], precision: str, fallback: bool, has_golden: bool, graph_precision: str = "fp32"
+) -> list[Backend]:
     """The backends to try, in order.
 
     ``providers``: configured order (empty: every available one, fastest first). ``precision``: ``auto`` or one
     of PRECISIONS. ``fallback``: after a reduced precision, also try fp32 on the same provider.
+    ``graph_precision``: an int8 or fp16 graph already fixes its arithmetic; it runs as it is on each provider.
     """
     available = ort.get_available_providers()
     order = providers or [p for p in PROVIDER_ORDER if p in available]
     missing = [p for p in order if p not in available]
     if missing:
         raise ValueError(f"providers not available here: {', '.join(missing)} (available: {', '.join(available)})")
+    if graph_precision != "fp32":
+        return [Backend(provider, graph_precision) for provider in order]
     out: list[Backend] = []
     for provider in order:
         reduced = {"TensorrtExecutionProvider": ["fp16"], "OpenVINOExecutionProvider": ["bf16"] if cpu_supports_bf16() else []}

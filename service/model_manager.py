@@ -44,7 +44,7 @@ class LoadedModel:
             "arch": m.arch,
             "input_size": m.input_size,
             "num_classes": m.num_classes,
-            "precision": self.runner.backend.precision,
+            "precision": self.runner.backend.precision,  # int8/fp16 graphs report their own
             "weights_precision": m.precision,
             "backend": self.runner.backend.label,
             "providers": self.runner.providers,
@@ -98,14 +98,18 @@ class ModelManager:
         verify_files(path, manifest)
         s = self.settings
         try:
-            candidates = candidate_backends(s.providers, s.precision, s.precision_fallback, manifest.golden is not None)
+            candidates = candidate_backends(
+                s.providers, s.precision, s.precision_fallback, manifest.golden is not None, manifest.precision
+            )
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from None
+        # The golden check tolerates the graph's own drift, measured at export (int8/fp16 graphs), plus the setting.
+        tolerance = s.golden_tolerance + float((manifest.parity or {}).get("max_abs_prob_diff", 0.0))
         rejected: list[str] = []
         for backend in candidates:
             try:
                 runner = OrtRunner(path / manifest.file, manifest, backend, s.intra_op_threads, s.inter_op_threads)
-                golden = runner.check_golden(path / manifest.golden.file, s.golden_tolerance) if manifest.golden else None
+                golden = runner.check_golden(path / manifest.golden.file, tolerance) if manifest.golden else None
             except ModelLoadError as exc:
                 log.warning("%s version %d: %s", name, version, exc)
                 rejected.append(str(exc))

@@ -68,3 +68,19 @@ def test_failed_golden_check_falls_back_to_fp32_or_refuses(repository):
     # Without fallback, a bf16 request that fails its check is refused: the server is not ready.
     refused = served(repository, precision="bf16", precision_fallback=False, golden_tolerance=1e-4)
     assert refused["ready"] == 503 and refused["model"]["versions"][0]["state"] == "failed"
+
+
+def test_int8_graph_runs_as_int8(tmp_path):
+    repo = tmp_path / "repo"
+    calibration = tmp_path / "calib"
+    calibration.mkdir()
+    from tests.conftest import jpeg_bytes
+
+    for i in range(8):
+        (calibration / f"{i}.jpg").write_bytes(jpeg_bytes((48, 40), seed=i))
+    export_random_model(repo, "q", "resnet20", int8=True, calibration_images=calibration)
+    version = served(repo)["model"]["versions"][0]
+    assert version["state"] == "ready" and version["backend"].endswith("/int8") and version["precision"] == "int8"
+    assert [b.precision for b in candidate_backends([], "auto", True, True, graph_precision="int8")] == ["int8"] * len(
+        candidate_backends([], "fp32", True, True)
+    )

@@ -275,3 +275,25 @@ def test_checkpoint_errors(tmp_path):
         from_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(ExportError, match="--torchvision takes"):
         sources.torchvision_weights("resnet20", None)
+
+
+def test_int8_export_is_quantized_and_checked(checkpoint, tmp_path):
+    from tests.conftest import make_image_folder
+
+    images = make_image_folder(tmp_path / "calib", {"x": 8})  # 3 classes x 8 real-looking toy images
+    calibration = tmp_path / "flat"
+    calibration.mkdir()
+    for i, p in enumerate(sorted(images.rglob("*.png"))):
+        shutil.copy(p, calibration / f"{i}.png")
+    with pytest.raises(ExportError, match="--calibration-images"):
+        export_to_repository(from_checkpoint(checkpoint), tmp_path / "m", "q", ExportOptions(int8=True))
+    version = export_to_repository(
+        from_checkpoint(checkpoint), tmp_path / "m", "q", ExportOptions(int8=True, calibration_images=calibration)
+    )
+    manifest = read_manifest(version)
+    assert manifest.precision == "int8"
+    ops = {n.op_type for n in onnx.load(str(version / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert manifest.parity["decisive_top1_agreement_pct"] >= 95 and manifest.parity["max_abs_prob_diff"] <= 0.1
+    assert "calibration" in manifest.source["export"]["quantization"]
+    assert validate_main([str(version)]) == 0
