@@ -1,7 +1,8 @@
 """Dynamic batching: concurrent requests grouped into one inference call, results split back.
 
 Requests wait in a bounded queue (full: 503 at once). A worker takes the first waiting request, then
-gathers more until ``max_batch_size`` or until ``max_delay_ms`` after the first, and runs the batch in a
+gathers more until ``max_batch_size`` or until ``max_delay_ms`` after the first (but does not wait when the
+queue is empty and no request is being decoded for this model), and runs the batch in a
 thread (ONNX Runtime releases the GIL). Exactly N outputs come back for N inputs, each to its own
 caller; a failing batch fails only its own requests. Each request has a deadline: a timer fails it with
 504 when it passes, and an expired request is dropped from the queue without being run. No polling.
@@ -10,9 +11,10 @@ caller; a failing batch fails only its own requests. Each request has a deadline
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -69,10 +71,23 @@ class DynamicBatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self.closed = False
+        self.incoming = 0  # requests admitted for this model and still being decoded (see ``expecting``)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._workers = [loop.create_task(self._worker(), name=f"batcher-{self.name}-{i}") for i in range(self.instances)]
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Mark one request on its way (decoding) so a forming batch waits for it, up to ``max_delay_ms``.
+
+        With none on the way and an empty queue, a batch goes at once: no delay at low load.
+        """
+        self.incoming += 1
+        try:
+            yield
+        finally:
+            self.incoming -= 1
 
     @property
     def depth(self) -> int:
@@ -143,6 +158,8 @@ class DynamicBatcher:
             batch = [first]
             flush_at = asyncio.get_running_loop().time() + self.max_delay
             while len(batch) < self.max_batch_size:
+                if self.incoming == 0 and self._queue.empty():
+                    break  # nobody else is on the way: waiting would only add latency
                 nxt = await self._next_live(max(flush_at - asyncio.get_running_loop().time(), 0))
                 if nxt is None:
                     break

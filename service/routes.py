@@ -97,11 +97,12 @@ async def classify_bytes(
             top_k = min(DEFAULT_TOP_K, model.manifest.num_classes)
         elif not 1 <= top_k <= model.manifest.num_classes:
             raise InvalidParameter(f"top_k must be an integer in 1..{model.manifest.num_classes}, got {top_k}")
-        if spec not in inputs:
-            pre_start = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            x = await loop.run_in_executor(state.preprocess_pool, image_to_input, data, spec, state.settings.max_pixels)
-            inputs[spec] = (x, (time.perf_counter() - pre_start) * 1000)
+        with model.batcher.expecting():
+            if spec not in inputs:
+                pre_start = time.perf_counter()
+                loop = asyncio.get_running_loop()
+                x = await loop.run_in_executor(state.preprocess_pool, image_to_input, data, spec, state.settings.max_pixels)
+                inputs[spec] = (x, (time.perf_counter() - pre_start) * 1000)
         x, preprocess_ms = inputs[spec]
         remaining = deadline - time.perf_counter()
         if remaining <= 0:

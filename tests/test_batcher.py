@@ -56,17 +56,31 @@ def test_concurrent_requests_form_batches_and_each_gets_its_own_result():
         assert timings["queue"] >= 0 and timings["inference"] > 0
 
 
-def test_single_request_waits_at_most_max_delay():
+def test_lone_request_does_not_wait_but_an_expected_one_is_waited_for():
     async def main():
-        batcher = DynamicBatcher(RecordingRunner(), max_batch_size=8, max_delay_ms=5, queue_size=10)
+        runner = RecordingRunner()
+        batcher = DynamicBatcher(runner, max_batch_size=8, max_delay_ms=300, queue_size=10)
         batcher.start()
         started = time.perf_counter()
-        await batcher.submit(item(1), 5.0)
-        elapsed = time.perf_counter() - started
-        await batcher.drain(1.0)
-        return elapsed
+        await batcher.submit(item(1), 5.0)  # nothing else queued or on its way: no delay
+        alone = time.perf_counter() - started
 
-    assert run(main()) < 0.5  # generous bound: the flush timer fired; no wait for a full batch
+        async def late_arrival():
+            with batcher.expecting():  # being decoded...
+                await asyncio.sleep(0.05)
+            return await batcher.submit(item(3), 5.0)
+
+        late = asyncio.ensure_future(late_arrival())
+        await asyncio.sleep(0.01)
+        first = await batcher.submit(item(2), 5.0)  # waits for the expected request, within max_delay
+        await late
+        await batcher.drain(1.0)
+        return alone, runner.sizes, first
+
+    alone, sizes, first = run(main())
+    assert alone < 0.15  # far below max_delay_ms (0.3 s)
+    assert sizes == [1, 2]  # the expected request joined the second batch
+    assert first[0].tolist() == [2, 2]
 
 
 def test_queue_full_answers_overloaded_at_once():
