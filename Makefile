@@ -54,11 +54,11 @@ serve: setup-serve
 	$(PY) -m service --model-repository $(MODELS) --host $(HOST) --port $(PORT)
 
 bench: setup tools
-	$(PY) bench/inprocess.py --json bench/results/inprocess.json
-	for m in resnet50 resnet18 cifar10-resnet20; do \
+	$(PY) bench/inprocess.py --models resnet50 resnet50-int8 resnet18 resnet18-int8 cifar10-resnet20 --json bench/results/inprocess.json
+	for m in resnet50 resnet50-int8 resnet18 resnet18-int8 cifar10-resnet20; do \
 	  $(PY) bench/http_load.py --model $$m --json bench/results/http-$$m.json || exit 1; done
-	$(PY) bench/http_load.py --model resnet50 --concurrency 8 --no-naive --big-photos --memory-requests 20000 \
-	  --json bench/results/http-resnet50-extra.json
+	$(PY) bench/http_load.py --model resnet50-int8 --concurrency 8 --no-naive --big-photos --memory-requests 20000 \
+	  --json bench/results/http-resnet50-int8-extra.json
 
 models-table: setup
 	$(PY) -m training.models

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import DEFAULT_PHOTOS, ROOT, ensure_bench_models, latest_version
+from common import BENCH_MODELS, DEFAULT_PHOTOS, ROOT, ensure_bench_models, latest_version
 from PIL import Image
 
 PY = sys.executable
@@ -168,8 +168,8 @@ def main() -> None:
     args = p.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed (apt-get install wrk)")
-    if args.model in ("resnet50", "resnet18"):
-        version_dir = ensure_bench_models(args.bench_repository, [args.model])[args.model]
+    if args.model in BENCH_MODELS:
+        version_dir = ensure_bench_models(args.bench_repository, [args.model], args.photos)[args.model]
     else:
         version_dir = latest_version(args.repository, args.model)
     repo, name = version_dir.parent.parent, version_dir.parent.name

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from common import DEFAULT_PHOTOS, ROOT, ensure_bench_models, latest_version, manifest_of, photo_bytes, rate
+from common import BENCH_MODELS, DEFAULT_PHOTOS, ROOT, ensure_bench_models, latest_version, manifest_of, photo_bytes, rate
 
 from service.backends import Backend, candidate_backends
 from service.imaging import image_to_input
@@ -74,16 +74,16 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     photos = photo_bytes(args.photos, 50)
-    imagenet = [m for m in args.models if m in ("resnet18", "resnet50")]
-    dirs = ensure_bench_models(args.bench_repository, imagenet) if imagenet else {}
+    imagenet = [m for m in args.models if m in BENCH_MODELS]
+    dirs = ensure_bench_models(args.bench_repository, imagenet, args.photos) if imagenet else {}
     for m in args.models:
         if m not in dirs:
             dirs[m] = latest_version(args.repository, m)
-    backends = candidate_backends([], "auto", True, has_golden=True)
-    if args.backends:
-        backends = [b for b in backends if b.label in args.backends]
     results = []
     for model, version_dir in dirs.items():
+        backends = candidate_backends([], "auto", True, True, manifest_of(version_dir).precision)
+        if args.backends:
+            backends = [b for b in backends if b.label in args.backends or b.precision == "int8"]
         for backend in backends:
             try:
                 r = measure(version_dir, backend, photos, args.batches, args.seconds, args.threads)
