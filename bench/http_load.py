@@ -132,6 +132,7 @@ def measure(name: str, server: Process, photo_list: Path, concurrencies, seconds
 
 
 def write_list(paths: list[Path], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     listing = directory / "photos.txt"
     listing.write_text("\n".join(str(p) for p in paths) + "\n")
     return listing

@@ -89,6 +89,18 @@ async def classify_bytes(
     """Decode, preprocess (thread pool), queue for a batch, and turn logits into the top-k predictions."""
     started = time.perf_counter()
     deadline = started + timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            await state.work_slots.acquire()
+    except TimeoutError:
+        raise DeadlineExceeded(f"no result within {timeout_s * 1000:.0f} ms (waiting for a work slot)") from None
+    try:
+        return await _classify_admitted(state, data, name, version, top_k, started, deadline, timeout_s)
+    finally:
+        state.work_slots.release()
+
+
+async def _classify_admitted(state, data, name, version, top_k, started: float, deadline: float, timeout_s: float) -> dict:
     inputs: dict = {}  # preprocessed input per preprocess spec, reused if a reload swaps the model mid-way
     for attempt in range(3):
         model = state.models.get(name, version)

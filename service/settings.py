@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: one per core)")
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads")
     preprocess_workers: int = Field(2, ge=1, description="threads decoding and preprocessing images")
+    max_concurrent_work: int = Field(
+        0,
+        ge=0,
+        description="requests decoded, queued or running at once; others wait undecoded (0: 2 x max_batch_size x instances)",
+    )
     warmup: bool = Field(True, description="run every batch size once at load")
     golden_tolerance: float = Field(0.05, gt=0, description="max |dprob| on the golden inputs before a backend is refused")
 

@@ -20,6 +20,13 @@ class ServiceState:
     draining: bool = False
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    work_slots: asyncio.Semaphore | None = None
+
+    def __post_init__(self) -> None:
+        # Requests decoded, queued or running at once. Beyond two batches' worth, decoding ahead only takes CPU
+        # from inference (both share the cores) and lengthens the tail; the rest wait, undecoded, in FIFO order.
+        s = self.settings
+        self.work_slots = asyncio.Semaphore(s.max_concurrent_work or 2 * s.max_batch_size * s.instances)
 
     @property
     def max_inflight(self) -> int:
