@@ -1,0 +1,46 @@
+"""The model bundled in models/ (what `make serve` and the container serve): valid, and right on real images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from export.validate import validate
+from model_repository import list_model_names, list_versions, read_manifest
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import ROOT
+
+MODELS = ROOT / "models"
+FIXTURES = Path(__file__).parent / "fixtures" / "cifar10"
+
+
+def test_bundled_repository_has_a_cifar_model():
+    names = list_model_names(MODELS)
+    assert any(n.startswith("cifar10-") for n in names), names
+
+
+@pytest.mark.parametrize("name", list_model_names(MODELS))
+def test_bundled_model_validates(name):
+    version_dir = MODELS / name / str(list_versions(MODELS, name)[-1])
+    checks = validate(version_dir)
+    assert checks[:4] == ["schema", "sha256", "onnx.checker", "onnxruntime load"]
+    manifest = read_manifest(version_dir)
+    assert manifest.source.get("checkpoint_sha256") and manifest.source.get("training_args")
+    assert "test_top1_accuracy" in manifest.metrics
+
+
+def test_bundled_model_classifies_real_cifar_images():
+    name = next(n for n in list_model_names(MODELS) if n.startswith("cifar10-"))
+    app = create_app(Settings(model_repository=MODELS, models=[name], poll_interval_s=0))
+    correct = 0
+    files = sorted(FIXTURES.glob("*.jpg"))
+    with TestClient(app) as client:
+        for f in files:
+            r = client.post("/classify?top_k=1", content=f.read_bytes(), headers={"Content-Type": "image/jpeg"})
+            assert r.status_code == 200, r.text
+            correct += r.json()["predictions"][0]["label"] == f.stem.rsplit("_", 1)[0]
+    # 20 real CIFAR-10 test images, two per class; chance is 10%.
+    assert correct / len(files) >= 0.7, f"{correct}/{len(files)} correct"
