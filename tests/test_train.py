@@ -320,3 +320,43 @@ def test_train_throughput_bench_smoke(toy_cifar, tmp_path):
     )
     (row,) = json.loads(out.read_text())
     assert row["model"] == "resnet20" and row["pipeline_img_s"] > 0 and row["synthetic_img_s"] > 0
+
+
+def test_init_from_a_checkpoint_deepened(toy_cifar, tmp_path):
+    """--init-from + --deepen: the constructed resnet56 starts as the trained resnet20 plus identity blocks."""
+    main(args_for(toy_cifar, tmp_path / "r20", "--epochs", "1"))
+    shallow = load_checkpoint(tmp_path / "r20" / "last.pt")["model"]
+    argv = [
+        "--model",
+        "resnet56",
+        "--init-from",
+        str(tmp_path / "r20" / "last.pt"),
+        "--deepen",
+        "56",
+        "--lr",
+        "0",
+        "--epochs",
+        "1",
+        "--weight-decay",
+        "0",
+    ]
+    main(args_for(toy_cifar, tmp_path / "r56", *argv))
+    deep = load_checkpoint(tmp_path / "r56" / "last.pt")
+    assert deep["arch"] == "resnet56" and deep["args"]["deepen"] == 56
+    torch.testing.assert_close(deep["model"]["layer1.0.conv1.weight"], shallow["layer1.0.conv1.weight"])  # lr 0: unchanged
+    assert (deep["model"]["layer3.8.bn2.weight"] == 0).all()  # an added block: an identity
+    with pytest.raises(SystemExit, match="does not give"):
+        main(
+            args_for(
+                toy_cifar,
+                tmp_path / "bad",
+                "--model",
+                "resnet44",
+                "--init-from",
+                str(tmp_path / "r20" / "last.pt"),
+                "--deepen",
+                "56",
+                "--epochs",
+                "1",
+            )
+        )

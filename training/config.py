@@ -62,6 +62,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--shortcut", choices=SHORTCUTS, help="shortcut option (residual nets; default A for CIFAR, B for ImageNet)")
     p.add_argument("--variant", choices=["v1", "v1.5"], help="bottleneck stride placement (ImageNet nets)")
     p.add_argument("--zero-init-residual", action="store_true", help="start every residual branch at zero")
+    p.add_argument("--init-from", help="start from the weights of this training checkpoint (not its optimizer or epoch)")
+    p.add_argument(
+        "--deepen",
+        type=int,
+        help="with --init-from: the paper's constructed deeper net (section 3.1): copy the "
+        "shallower CIFAR net and add identity blocks up to this depth (--model must be that deeper net)",
+    )
     p.add_argument("--recipe", choices=sorted(RECIPES), help="the paper's hyper-parameters; explicit flags override them")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=["cifar10", "imagefolder"], default=None, help="default cifar10")
@@ -146,7 +153,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.warmup_iters, args.warmup_lr = 400, 0.01
     if args.warmup_lr is None:
         args.warmup_lr = args.lr / 10
-    for key in ("batch_size", "lr"):
-        if getattr(args, key) <= 0:
-            raise SystemExit(f"error: --{key.replace('_', '-')} must be positive")
+    if args.batch_size <= 0:
+        raise SystemExit("error: --batch-size must be positive")
+    if args.lr < 0:
+        raise SystemExit("error: --lr must not be negative")
+    if args.deepen and not args.init_from:
+        raise SystemExit("error: --deepen needs --init-from (the shallower trained net)")
     return args

@@ -36,7 +36,7 @@ from training.data import (
     split_holdout,
 )
 from training.imagefolder import LoaderSplit, imagefolder_datasets
-from training.models import get_model, get_spec
+from training.models import deepen, get_model, get_spec
 from training.schedule import LRSchedule
 
 
@@ -92,6 +92,20 @@ def build_model(args, num_classes: int) -> nn.Module:
     if args.variant:
         opts["variant"] = args.variant
     return get_model(args.model, num_classes=num_classes, **opts)
+
+
+def initial_weights(model: nn.Module, args) -> nn.Module:
+    """``--init-from`` (and ``--deepen``): start from a checkpoint's weights, or from its deepened copy."""
+    ckpt = load_checkpoint(args.init_from)
+    source = get_model(ckpt["arch"], num_classes=ckpt["num_classes"], **ckpt.get("model_opts", {}))
+    source.load_state_dict(ckpt["model"])
+    if args.deepen:
+        deeper = deepen(source, args.deepen)
+        if sum(p.numel() for p in deeper.parameters()) != sum(p.numel() for p in model.parameters()):
+            raise SystemExit(f"error: deepening {ckpt['arch']} to {args.deepen} layers does not give a {args.model}")
+        return deeper
+    model.load_state_dict(source.state_dict())
+    return model
 
 
 def build_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
@@ -227,7 +241,10 @@ def main(args) -> dict:
         warmup_mode=args.warmup_mode,
     )
 
-    model = build_model(args, len(classes)).to(device)
+    model = build_model(args, len(classes))
+    if args.init_from and not args.resume:
+        model = initial_weights(model, args)
+    model = model.to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, args)
