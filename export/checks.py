@@ -10,6 +10,7 @@ from PIL import Image
 
 from model_repository import Preprocess
 from model_repository.preprocess import preprocess_image
+from training.data import IMAGE_SUFFIXES
 
 from .onnx_export import INPUT_NAME
 from .sources import ExportError
@@ -47,7 +48,6 @@ INT8_MAX_PROB_DIFF = 0.1
 INT8_MIN_DECISIVE_AGREEMENT = 95.0  # top-1 agreement where PyTorch's top-1 leads by > INT8_DECISIVE_MARGIN
 INT8_DECISIVE_MARGIN = 0.1
 PARITY_IMAGES = 16
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def check_graph(path: Path) -> list[str]:
