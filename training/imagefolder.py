@@ -44,36 +44,29 @@ class LoaderSplit(Split):
     ) -> None:
         self.classes, self.num_samples, self.device = classes, len(dataset), device
         self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=train, seed=seed) if world_size > 1 else None
-        self.dataset, self.train, self.seed = dataset, train, seed
-        self.loader_args = dict(
+        self.seed = seed
+        # One loader for the whole run. Its generator, re-seeded each epoch, draws the shuffle order and the seeds
+        # of that epoch's workers (not persistent, so they are re-seeded), so a resumed run sees the same epochs.
+        self.generator = torch.Generator()
+        self.loader = DataLoader(
+            dataset,
             batch_size=batch_size,
+            shuffle=train and self.sampler is None,
+            sampler=self.sampler,
+            generator=self.generator,
             num_workers=workers,
             pin_memory=device.type == "cuda",
-            persistent_workers=workers > 0,
-            sampler=self.sampler,
+            persistent_workers=False,
         )
-        self._loader: DataLoader | None = None
 
     def __len__(self) -> int:
-        return len(self._get_loader(0))
-
-    def _get_loader(self, epoch: int) -> DataLoader:
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-            return self._loader or self._make(None)
-        # Single process: shuffle with a generator seeded per epoch, so resuming reproduces the order.
-        generator = epoch_generator(self.seed, epoch)
-        return self._make(generator)
-
-    def _make(self, generator: torch.Generator | None) -> DataLoader:
-        shuffle = self.train and self.sampler is None
-        loader = DataLoader(self.dataset, shuffle=shuffle, generator=generator if shuffle else None, **self.loader_args)
-        if self.sampler is not None:
-            self._loader = loader
-        return loader
+        return len(self.loader)
 
     def batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        for images, labels in self._get_loader(epoch):
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        for images, labels in self.loader:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
 
