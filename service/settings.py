@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="listen port")
 
     max_batch_size: int = Field(16, ge=1, le=1024, description="largest batch one inference call takes")
-    max_delay_ms: float = Field(2.0, ge=0, description="how long a batch waits for more requests after its first")
+    max_delay_ms: float = Field(
+        10.0, ge=0, description="how long a batch waits for requests still being decoded (never when none are)"
+    )
     queue_size: int = Field(256, ge=1, description="queued requests per model before answering 503")
     request_timeout_ms: float = Field(
         10_000, gt=0, description="deadline per request (clients may lower it with X-Request-Timeout-Ms)"
