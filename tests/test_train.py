@@ -360,3 +360,13 @@ def test_init_from_a_checkpoint_deepened(toy_cifar, tmp_path):
                 "1",
             )
         )
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_and_saves_plain_weights(toy_cifar, tmp_path):
+    out = tmp_path / "compiled"
+    main(args_for(toy_cifar, out, "--epochs", "1", "--compile"))
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["args"]["compile"] and not any(k.startswith("_orig_mod") for k in ckpt["model"])
+    get_model = __import__("training.models", fromlist=["get_model"]).get_model
+    get_model("resnet20", num_classes=3).load_state_dict(ckpt["model"])  # loads into an uncompiled net
