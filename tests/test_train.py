@@ -340,7 +340,7 @@ def test_init_from_a_checkpoint_deepened(toy_cifar, tmp_path):
         "--weight-decay",
         "0",
     ]
-    main(args_for(toy_cifar, tmp_path / "r56", *argv))
+    main(args_for(toy_cifar, tmp_path / "r56", *argv, "--resume", "auto"))  # auto with no last.pt yet: start from init
     deep = load_checkpoint(tmp_path / "r56" / "last.pt")
     assert deep["arch"] == "resnet56" and deep["args"]["deepen"] == 56
     torch.testing.assert_close(deep["model"]["layer1.0.conv1.weight"], shallow["layer1.0.conv1.weight"])  # lr 0: unchanged

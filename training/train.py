@@ -241,8 +241,11 @@ def main(args) -> dict:
         warmup_mode=args.warmup_mode,
     )
 
+    resume = args.resume
+    if resume == "auto":
+        resume = str(out / "last.pt") if (out / "last.pt").exists() else None
     model = build_model(args, len(classes))
-    if args.init_from and not args.resume:
+    if args.init_from and not resume:  # a resumed run continues from its own checkpoint instead
         model = initial_weights(model, args)
     model = model.to(device)
     if args.channels_last:
@@ -251,9 +254,6 @@ def main(args) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     state = {"epoch": 0, "step": 0, "best_error": None, "history": []}
 
-    resume = args.resume
-    if resume == "auto":
-        resume = str(out / "last.pt") if (out / "last.pt").exists() else None
     if resume:
         ckpt = load_checkpoint(resume, device)
         if ckpt["arch"] != args.model:
