@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image
 
 from model_repository import Preprocess, read_manifest
+from model_repository.postprocess import softmax
 from model_repository.preprocess import preprocess_image
 from service import imaging
-from service.runtime import softmax
 
 IMAGENET = Preprocess(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from model_repository import Preprocess
+from model_repository.postprocess import softmax
 from model_repository.preprocess import preprocess_image
 from training.data import IMAGE_SUFFIXES
 
@@ -90,12 +91,6 @@ def parity_inputs(preprocess: Preprocess, image_dir: Path | None, count: int = P
     return np.stack([preprocess_image(img, preprocess) for img in images]), described
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray, precision: str, static_batch: int | None) -> dict:
     """PyTorch fp32 vs ONNX Runtime (CPU provider) at batch sizes 1 and 8 (or the static batch).
 
@@ -114,7 +109,7 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray, pr
             outs.append(session.run(None, {INPUT_NAME: inputs[start : start + batch]})[0])
             refs.append(reference[start : start + batch])
     out, ref = np.concatenate(outs), np.concatenate(refs)
-    probs, ref_probs = _softmax(out), _softmax(ref)
+    probs, ref_probs = softmax(out), softmax(ref)
     agree = out.argmax(1) == ref.argmax(1)
     top2 = np.sort(ref_probs, axis=1)[:, -2:]
     decisive = (top2[:, 1] - top2[:, 0]) > INT8_DECISIVE_MARGIN

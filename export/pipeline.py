@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,6 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
 
     Any failing step raises ExportError and leaves the repository as it was.
     """
-    import re
-
     if not re.fullmatch(NAME_PATTERN, name):
         raise ExportError(f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only")
     if options.opset < 17:
@@ -61,7 +60,6 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
             extra["simplify"] = simplify(onnx_path)
         extra["operators"] = check_graph(onnx_path)
         inputs, described = parity_inputs(src.preprocess, options.parity_images)
-        parity = None
         if options.parity:
             parity = {"inputs": described, **check_parity(src.model, onnx_path, inputs, precision, options.static_batch)}
         else:

@@ -27,8 +27,9 @@ def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
 
 def resize_and_crop(img: Image.Image, spec: Preprocess) -> Image.Image:
     """An RGB PIL image -> the ``crop`` x ``crop`` RGB image the network sees."""
-    if img.size != resized_size(*img.size, spec.resize):
-        img = img.resize(resized_size(*img.size, spec.resize), INTERPOLATION[spec.interpolation])
+    target = resized_size(*img.size, spec.resize)
+    if img.size != target:
+        img = img.resize(target, INTERPOLATION[spec.interpolation])
     width, height = img.size
     top = round((height - spec.crop) / 2.0)  # Python rounds half to even, like torchvision
     left = round((width - spec.crop) / 2.0)

@@ -13,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from model_repository.postprocess import softmax
+
 from .batcher import BatcherClosed
 from .errors import (
     DeadlineExceeded,
@@ -28,7 +30,6 @@ from .errors import (
     error_body,
 )
 from .imaging import IMAGE_CONTENT_TYPES, image_to_input
-from .runtime import softmax
 from .schemas import ERROR_RESPONSES, BatchResponse, ClassifyResponse, ModelsResponse
 from .state import ServiceState
 

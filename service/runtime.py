@@ -1,5 +1,5 @@
-"""ONNX Runtime sessions for one model version: provider choice, threads, static-batch padding, warm-up,
-and the golden-input precision check."""
+"""ONNX Runtime sessions for one model version (on a backend from ``backends.py``): threads, static-batch
+padding, warm-up, and the golden-input precision check."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model_repository import Manifest
+from model_repository.postprocess import softmax
 
 from .backends import Backend
 
@@ -18,12 +19,6 @@ log = logging.getLogger("resnet_serve")
 
 class ModelLoadError(RuntimeError):
     """A model version that cannot be served (bad files, no provider, failed golden check)."""
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class OrtRunner:
