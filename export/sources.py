@@ -6,6 +6,7 @@ provenance: everything the manifest records besides the graph.
 
 from __future__ import annotations
 
+import shlex
 import socket
 import urllib.error
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from torch import nn
 
 from model_repository import Preprocess, sha256_file
 from training.checkpoint import load_checkpoint
+from training.config import command_line
 from training.models import IMAGENET_DEPTHS, get_model
 
 TORCHVISION_ARCHS = tuple(f"resnet{d}" for d in IMAGENET_DEPTHS)
@@ -71,6 +73,8 @@ def from_checkpoint(path: str | Path) -> ModelSource:
         "git_revision": ckpt.get("git_revision", "unknown"),
         "training_args": ckpt.get("args", {}),
     }
+    if ckpt.get("args"):  # the flags that retrain this checkpoint, resolved so later default changes don't matter
+        source["training_command"] = "python training/train.py " + shlex.join(command_line(ckpt["args"]))
     return ModelSource(
         model=model.eval(),
         arch=ckpt["arch"],

@@ -86,6 +86,7 @@ def test_checkpoint_export_writes_a_valid_version(checkpoint, tmp_path):
     assert manifest.metrics["test_top1_accuracy"] == pytest.approx(100 - ckpt["metrics"][-1]["test_error"], abs=1e-3)
     assert manifest.source["checkpoint_sha256"] == __import__("hashlib").sha256(checkpoint.read_bytes()).hexdigest()
     assert manifest.source["training_args"]["model"] == "resnet20"
+    assert manifest.source["training_command"].startswith("python training/train.py --model resnet20 ")
     parity = manifest.parity
     assert parity["max_abs_logit_diff"] <= 1e-4 and parity["top1_agreement_pct"] == 100.0 and parity["batch_sizes"] == [1, 8]
     ops = {n.op_type for n in onnx.load(str(version / "model.onnx")).graph.node}

@@ -14,7 +14,7 @@ import torch
 from tests.conftest import ROOT
 from training import checkpoint as checkpoint_module
 from training.checkpoint import load_checkpoint, save_atomic
-from training.config import get_args_parser, resolve_args
+from training.config import DERIVED_KEYS, command_line, get_args_parser, resolve_args
 from training.schedule import LRSchedule
 from training.train import cli, main, weights_fingerprint
 
@@ -172,6 +172,23 @@ def test_recipes_fill_defaults_and_flags_override():
     assert (r110.warmup_iters, r110.warmup_lr) == (400, 0.01)
     imagenet = parse("--recipe", "paper-imagenet")
     assert (imagenet.batch_size, imagenet.epochs, imagenet.lr_schedule, imagenet.dataset) == (256, 90, "step", "imagefolder")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--data-dir", "d.tar.gz"],
+        ["--data-dir", "d", "--recipe", "paper-cifar", "--model", "plain110", "--no-channels-last", "--zero-init-residual"],
+        ["--data-dir", "d", "--lr-schedule", "cosine", "--warmup-iters", "391", "--warmup-mode", "linear", "--amp", "none"],
+        ["--data-dir", "d", "--model", "resnet56", "--init-from", "r20.pt", "--deepen", "56", "--label-smoothing", "0.1"],
+    ],
+)
+def test_command_line_rebuilds_the_resolved_arguments(argv):
+    parse = lambda a: vars(resolve_args(get_args_parser().parse_args(a)))  # noqa: E731
+    resolved = parse(argv)
+    rebuilt = command_line({**resolved, **dict.fromkeys(DERIVED_KEYS, 1)})
+    assert "--recipe" not in rebuilt  # resolved values are written out, not the preset's name
+    assert parse(rebuilt) == {**resolved, "recipe": None}
 
 
 def test_schedules():

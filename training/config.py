@@ -160,3 +160,31 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.deepen and not args.init_from:
         raise SystemExit("error: --deepen needs --init-from (the shallower trained net)")
     return args
+
+
+# Keys train.py adds to the resolved arguments that are not flags.
+DERIVED_KEYS = ("world_size", "total_steps", "steps_per_epoch", "amp_dtype")
+
+
+def command_line(resolved: dict[str, object]) -> list[str]:
+    """The train.py flags that resolve to ``resolved`` (a checkpoint's or args.json's arguments).
+
+    Every flag whose value differs from the parser's default is written out and ``--recipe`` is left out,
+    so the command does not depend on later changes to recipes or defaults:
+    ``resolve_args(parse(command_line(r)))`` gives back ``r`` but for its ``recipe`` name.
+    """
+    parser = get_args_parser()
+    argv: list[str] = []
+    for action in parser._actions:  # argparse has no public iterator over its actions
+        if not action.option_strings or action.dest in ("help", "recipe") or action.dest not in resolved:
+            continue
+        value, flag = resolved[action.dest], action.option_strings[0]
+        if value == action.default and action.dest != "model":  # the network is named even when it is the default
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            argv.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(action, argparse._StoreTrueAction):
+            argv.extend([flag] if value else [])
+        elif value is not None:
+            argv.extend([flag, str(value)])
+    return argv
