@@ -35,6 +35,14 @@ def make_image_folder(root: Path, per_class: dict[str, int], size: int = 32, see
     return root
 
 
+def train_argv(data: Path, out: Path, *extra: str, model: str = "resnet20", batch_size: int = 16) -> list[str]:
+    """train.py flags for a quick fp32 run on a toy dataset (tests add epochs, lr, resume, ... in ``extra``)."""
+    return [
+        "--model", model, "--data-dir", str(data), "--output-dir", str(out),
+        "--batch-size", str(batch_size), "--amp", "none", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def toy_cifar(tmp_path_factory) -> Path:
     """A 3-class CIFAR-like ImageFolder: 48 training and 16 test images per class, 32x32."""

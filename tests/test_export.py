@@ -30,7 +30,7 @@ from model_repository import (
     staging_directory,
     verify_files,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_argv
 from training.config import get_args_parser
 from training.train import main as train_main
 
@@ -43,23 +43,7 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("export_ckpt")
     data = make_image_folder(root / "data", {"train": 32, "test": 8})
     out = root / "run"
-    argv = [
-        "--model",
-        "resnet20",
-        "--data-dir",
-        str(data),
-        "--output-dir",
-        str(out),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--amp",
-        "none",
-        "--no-progress",
-        "--cache-dir",
-        str(root / "cache"),
-    ]
+    argv = train_argv(data, out, "--epochs", "2", "--cache-dir", str(root / "cache"))
     train_main(get_args_parser().parse_args(argv))
     return out / "best.pt"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, export_random_model, jpeg_bytes, make_image_folder
+from tests.conftest import ROOT, export_random_model, jpeg_bytes, make_image_folder, train_argv
 
 pytestmark = pytest.mark.slow
 
@@ -169,21 +169,7 @@ def test_refresh_flow_hot_reload_under_load(tmp_path, server_factory):
         [
             sys.executable,
             str(ROOT / "training" / "train.py"),
-            "--model",
-            "resnet20",
-            "--data-dir",
-            str(data_dir),
-            "--output-dir",
-            str(run_dir),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--amp",
-            "none",
-            "--no-progress",
-            "--cache-dir",
-            str(tmp_path / "c"),
+            *train_argv(data_dir, run_dir, "--epochs", "1", "--cache-dir", str(tmp_path / "c")),
         ],
         check=True,
         capture_output=True,

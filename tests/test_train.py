@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, train_argv
 from training import checkpoint as checkpoint_module
 from training.checkpoint import load_checkpoint, save_atomic
 from training.config import DERIVED_KEYS, command_line, get_args_parser, resolve_args
@@ -22,24 +22,7 @@ TRAIN_PY = str(ROOT / "training" / "train.py")
 
 
 def args_for(data: Path, out: Path, *extra: str):
-    argv = [
-        "--model",
-        "resnet20",
-        "--data-dir",
-        str(data),
-        "--output-dir",
-        str(out),
-        "--batch-size",
-        "16",
-        "--lr",
-        "0.05",
-        "--amp",
-        "none",
-        "--no-progress",
-        "--lr-schedule",
-        "cosine",
-        *extra,
-    ]
+    argv = train_argv(data, out, "--lr", "0.05", "--lr-schedule", "cosine", *extra)
     return get_args_parser().parse_args(argv)
 
 
@@ -102,25 +85,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy_cifar, tmp_path, caps
     out = tmp_path / "run"
     main(args_for(toy_cifar, out, "--epochs", "1"))
     good = (out / "last.pt").read_bytes()
-    argv = [
-        "--model",
-        "resnet20",
-        "--data-dir",
-        str(toy_cifar),
-        "--output-dir",
-        str(out),
-        "--batch-size",
-        "16",
-        "--epochs",
-        "2",
-        "--lr",
-        "1e30",
-        "--amp",
-        "none",
-        "--no-progress",
-        "--resume",
-        "auto",
-    ]
+    argv = train_argv(toy_cifar, out, "--epochs", "2", "--lr", "1e30", "--resume", "auto")
     assert cli(argv) == 1
     assert "loss is" in capsys.readouterr().err
     assert (out / "last.pt").read_bytes() == good
@@ -247,21 +212,7 @@ def test_ddp_two_processes_gloo(toy_cifar, tmp_path):
             "--nproc_per_node=2",
             "--standalone",
             TRAIN_PY,
-            "--model",
-            "resnet20",
-            "--data-dir",
-            str(toy_cifar),
-            "--output-dir",
-            str(out),
-            "--batch-size",
-            "32",
-            "--epochs",
-            "2",
-            "--amp",
-            "none",
-            "--no-progress",
-            "--device",
-            "cpu",
+            *train_argv(toy_cifar, out, "--epochs", "2", "--device", "cpu", batch_size=32),
         ],
         capture_output=True,
         text=True,
@@ -284,27 +235,8 @@ def test_imagefolder_dataset_trains(tmp_path):
 
     root = make_image_folder(tmp_path / "tree", {"train": 12, "val": 4}, size=40, fmt="jpg")
     out = tmp_path / "run"
-    argv = [
-        "--model",
-        "resnet18",
-        "--dataset",
-        "imagefolder",
-        "--data-dir",
-        str(root),
-        "--output-dir",
-        str(out),
-        "--input-size",
-        "32",
-        "--batch-size",
-        "12",
-        "--epochs",
-        "1",
-        "--workers",
-        "0",
-        "--amp",
-        "none",
-        "--no-progress",
-    ]
+    extra = ("--dataset", "imagefolder", "--input-size", "32", "--epochs", "1", "--workers", "0")
+    argv = train_argv(root, out, *extra, model="resnet18", batch_size=12)
     assert cli(argv) == 0
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["input_size"] == 32 and ckpt["classes"] == ["blue", "green", "red"]
