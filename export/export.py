@@ -37,6 +37,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--simplify", action="store_true", help="run onnxslim and keep the result if it shrinks the graph")
     p.add_argument("--parity-images", type=Path, help="a folder of real photos for the PyTorch/ONNX Runtime parity check")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (discouraged; recorded in the manifest)")
+    p.add_argument(
+        "--with-checkpoint",
+        action="store_true",
+        help="also write the weights-only training checkpoint into the version (checkpoint.pt; --checkpoint sources)",
+    )
     p.add_argument("--trt-engine", action="store_true", help="also build a TensorRT engine (needs the tensorrt package)")
     return p
 
@@ -53,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         parity=not args.no_parity,
         parity_images=args.parity_images,
         trt_engine=args.trt_engine,
+        with_checkpoint=args.with_checkpoint,
     )
     try:
         if args.checkpoint and (args.weights or args.weights_file):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from model_repository import Golden, InputSpec, Manifest, OutputSpec, publish, sha256_file, staging_directory
 from model_repository.manifest import MANIFEST_FILE, NAME_PATTERN, now
@@ -18,6 +19,7 @@ from .quantize import quantize_int8
 from .sources import ExportError, ModelSource
 
 GOLDEN_COUNT = 8
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -31,6 +33,7 @@ class ExportOptions:
     parity: bool = True
     parity_images: Path | None = None
     trt_engine: bool = False
+    with_checkpoint: bool = False
 
 
 def export_to_repository(src: ModelSource, repository: str | Path, name: str, options: ExportOptions) -> Path:
@@ -48,6 +51,8 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
         raise ExportError("--int8 needs --calibration-images DIR (real images, preprocessed as the service will)")
     if options.static_batch is not None and options.static_batch < 1:
         raise ExportError("--static-batch must be positive")
+    if options.with_checkpoint and src.checkpoint is None:
+        raise ExportError("--with-checkpoint needs a --checkpoint source")
     size = src.preprocess.crop
     with staging_directory(repository, name) as staging:
         onnx_path = staging / "model.onnx"
@@ -71,6 +76,9 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
                 build_tensorrt_engine(onnx_path, staging / "model.plan", size, fp16=True)
             except RuntimeError as exc:
                 raise ExportError(str(exc)) from None
+        if options.with_checkpoint:  # weights-only, so the version can be re-exported (int8, fp16) or fine-tuned
+            torch.save(src.checkpoint, staging / CHECKPOINT_FILE)
+            extra["checkpoint_file"] = {"file": CHECKPOINT_FILE, "sha256": sha256_file(staging / CHECKPOINT_FILE)}
         batch = options.static_batch or -1
         fields = dict(
             name=name,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from model_repository import Preprocess, sha256_file
-from training.checkpoint import load_checkpoint
+from training.checkpoint import load_checkpoint, weights_only
 from training.config import command_line
 from training.models import IMAGENET_DEPTHS, get_model
 
@@ -36,6 +36,7 @@ class ModelSource:
     preprocess: Preprocess
     metrics: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] | None = None  # weights-only training checkpoint, when the source is one
 
 
 def eval_preprocess(input_size: int, mean, std) -> Preprocess:
@@ -82,6 +83,7 @@ def from_checkpoint(path: str | Path) -> ModelSource:
         preprocess=eval_preprocess(ckpt["input_size"], ckpt["mean"], ckpt["std"]),
         metrics=metrics,
         source=source,
+        checkpoint=weights_only(ckpt),
     )
 
 

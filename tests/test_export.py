@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from model_repository import (
     list_versions,
     publish,
     read_manifest,
+    sha256_file,
     staging_directory,
     verify_files,
 )
@@ -82,9 +84,19 @@ def test_checkpoint_export_writes_a_valid_version(checkpoint, tmp_path):
     golden = np.load(version / "golden.npz")
     (out,) = session.run(None, {"input": golden["inputs"]})
     np.testing.assert_allclose(out, golden["logits"], atol=1e-4)
-    # A second export takes the next version.
-    assert export_main(["--checkpoint", str(checkpoint), "--name", "toy-resnet20", "--repository", str(repo)]) == 0
-    assert list_versions(repo, "toy-resnet20") == [1, 2] and read_manifest(repo / "toy-resnet20" / "2").version == 2
+    assert not (version / "checkpoint.pt").exists()
+    # A second export takes the next version; --with-checkpoint bundles the weights-only checkpoint.
+    argv = ["--checkpoint", str(checkpoint), "--name", "toy-resnet20", "--repository", str(repo), "--with-checkpoint"]
+    assert export_main(argv) == 0
+    second = repo / "toy-resnet20" / "2"
+    assert list_versions(repo, "toy-resnet20") == [1, 2] and read_manifest(second).version == 2
+    bundled = torch.load(second / "checkpoint.pt", weights_only=True)
+    assert "optimizer" not in bundled and "rng" not in bundled and bundled["args"] == ckpt["args"]
+    assert all(torch.equal(bundled["model"][k], v) for k, v in ckpt["model"].items())
+    assert read_manifest(second).source["export"]["checkpoint_file"]["sha256"] == sha256_file(second / "checkpoint.pt")
+    # ... from which the version can be exported again (e.g. quantised later).
+    assert export_main(["--checkpoint", str(second / "checkpoint.pt"), "--name", "again", "--repository", str(repo)]) == 0
+    np.testing.assert_allclose(np.load(repo / "again" / "1" / "golden.npz")["logits"], golden["logits"], atol=1e-5)
 
 
 def test_validate_cli(checkpoint, tmp_path):
@@ -187,6 +199,10 @@ def test_failed_export_leaves_nothing(checkpoint, tmp_path, monkeypatch):
         with pytest.raises(ExportError, match="tensorrt"):
             export_to_repository(from_checkpoint(checkpoint), repo, "trt", ExportOptions(trt_engine=True))
         assert not (repo / "trt").exists()
+    # Only a training checkpoint can be bundled (torchvision weights have none).
+    no_checkpoint = dataclasses.replace(from_checkpoint(checkpoint), checkpoint=None)
+    with pytest.raises(ExportError, match="--with-checkpoint needs"):
+        export_to_repository(no_checkpoint, repo, "tv", ExportOptions(with_checkpoint=True))
 
 
 def test_concurrent_publishes_get_distinct_versions(tmp_path):

@@ -55,6 +55,15 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         raise
 
 
+# What only resuming needs; a released checkpoint leaves these out (for resnet56: 3.4 MB instead of 6.8 MB).
+TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "best_error", "rank_fingerprints")
+
+
+def weights_only(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint without optimizer and RNG state: the weights, the arguments, metrics and metadata."""
+    return {k: v for k, v in ckpt.items() if k not in TRAINING_STATE_KEYS}
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
