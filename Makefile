@@ -8,7 +8,7 @@ PORT   ?= 8000
 MODELS ?= models
 
 # bench: the benchmark suite (minutes; results into bench/results/, summarised in docs/benchmarks.md).
-.PHONY: setup setup-serve test lint tools bench serve models-table imagenet-model docker-build docker-build-gpu docker-test clean
+.PHONY: setup setup-serve test lint tools bench serve models-table default-model imagenet-model docker-build docker-build-gpu docker-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,14 +54,19 @@ serve: setup-serve
 	$(PY) -m service --model-repository $(MODELS) --host $(HOST) --port $(PORT)
 
 bench: setup tools
-	$(PY) bench/inprocess.py --models resnet50 resnet50-int8 resnet18 resnet18-int8 cifar10-resnet20 --json bench/results/inprocess.json
-	for m in resnet50 resnet50-int8 resnet18 resnet18-int8 cifar10-resnet20; do \
+	$(PY) bench/inprocess.py --models resnet50 resnet50-int8 resnet18 resnet18-int8 cifar10-resnet56 --json bench/results/inprocess.json
+	for m in resnet50 resnet50-int8 resnet18 resnet18-int8 cifar10-resnet56; do \
 	  $(PY) bench/http_load.py --model $$m --json bench/results/http-$$m.json || exit 1; done
 	$(PY) bench/http_load.py --model resnet50-int8 --concurrency 8 --no-naive --big-photos --memory-requests 20000 \
 	  --json bench/results/http-resnet50-int8-extra.json
 
 models-table: setup
 	$(PY) -m training.models
+
+# Retrain and export the bundled default model (docs/experiments/default-model.md; ~2 h on two CPU cores).
+CIFAR ?= ../shared/data/cifar10-jpeg.tar.gz
+default-model: setup
+	docs/experiments/default-model.sh $(CIFAR) 0 $(MODELS)
 
 # torchvision's ResNet-50 IMAGENET1K_V2 weights into models/resnet50 (downloads; offline pass WEIGHTS_FILE=...).
 imagenet-model: setup

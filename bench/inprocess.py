@@ -1,7 +1,7 @@
 """In-process limits, no HTTP: ONNX Runtime alone on tensors at batch 1..64, decode+preprocess alone, and the
 plain loop decode+preprocess+inference at the best batch size, for each backend (provider/precision).
 
-    python bench/inprocess.py --models resnet50 resnet18 cifar10-resnet20 --seconds 3 --json bench/results/inprocess.json
+    python bench/inprocess.py --models resnet50 resnet18 cifar10-resnet56 --seconds 3 --json bench/results/inprocess.json
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def measure(version_dir: Path, backend: Backend, photos: list[bytes], batches, s
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["resnet50", "resnet18", "cifar10-resnet20"])
+    p.add_argument("--models", nargs="+", default=["resnet50", "resnet18", "cifar10-resnet56"])
     p.add_argument("--repository", type=Path, default=ROOT / "models", help="where the bundled model lives")
     p.add_argument("--bench-repository", type=Path, default=ROOT / "bench" / ".models", help="random-weight ResNet-18/50 exports")
     p.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)

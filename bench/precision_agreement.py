@@ -1,6 +1,6 @@
 """Top-1 agreement and accuracy of reduced precision against fp32, on the full CIFAR-10 test set and on photos.
 
-    python bench/precision_agreement.py --model models/cifar10-resnet20/1 --int8-model /tmp/q/cifar10-resnet20-int8/1 \\
+    python bench/precision_agreement.py --model models/cifar10-resnet56/1 --int8-model /tmp/q/cifar10-resnet56-int8/1 \\
         --cifar ../shared/data/cifar10-jpeg.tar.gz --photos ../shared/data/photos
 
 Runs the exported graph on CPU/fp32 (the reference), OpenVINO/fp32, OpenVINO/bf16 and, if given, an int8 export,
