@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from export.validate import validate
-from model_repository import list_model_names, list_versions, read_manifest
+from model_repository import list_model_names, list_versions, read_manifest, sha256_file
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import ROOT
@@ -29,7 +29,11 @@ def test_bundled_model_validates(name):
     assert checks[:4] == ["schema", "sha256", "onnx.checker", "onnxruntime load"]
     manifest = read_manifest(version_dir)
     assert manifest.source.get("checkpoint_sha256") and manifest.source.get("training_args")
+    assert manifest.source["training_command"].startswith(f"python training/train.py --model {manifest.arch} ")
     assert "test_top1_accuracy" in manifest.metrics
+    bundled = manifest.source.get("export", {}).get("checkpoint_file")
+    if bundled:  # the weights-only checkpoint committed beside the graph is the one recorded
+        assert sha256_file(version_dir / bundled["file"]) == bundled["sha256"]
 
 
 def test_bundled_model_classifies_real_cifar_images():
