@@ -162,16 +162,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-# Keys train.py adds to the resolved arguments that are not flags.
-DERIVED_KEYS = ("world_size", "total_steps", "steps_per_epoch", "amp_dtype")
-
-
 def command_line(resolved: dict[str, object]) -> list[str]:
     """The train.py flags that resolve to ``resolved`` (a checkpoint's or args.json's arguments).
 
     Every flag whose value differs from the parser's default is written out and ``--recipe`` is left out,
     so the command does not depend on later changes to recipes or defaults:
-    ``resolve_args(parse(command_line(r)))`` gives back ``r`` but for its ``recipe`` name.
+    ``resolve_args(parse(command_line(r)))`` gives back ``r`` but for its ``recipe`` name. Keys that are not
+    flags (train.py's ``world_size``, ``total_steps``, ...) are ignored.
     """
     parser = get_args_parser()
     argv: list[str] = []
@@ -181,10 +178,8 @@ def command_line(resolved: dict[str, object]) -> list[str]:
         value, flag = resolved[action.dest], action.option_strings[0]
         if value == action.default and action.dest != "model":  # the network is named even when it is the default
             continue
-        if isinstance(action, argparse.BooleanOptionalAction):
+        if action.nargs == 0:  # a switch: store_true reaches here only when set, --[no-]x when it differs
             argv.append(flag if value else f"--no-{flag[2:]}")
-        elif isinstance(action, argparse._StoreTrueAction):
-            argv.extend([flag] if value else [])
         elif value is not None:
             argv.extend([flag, str(value)])
     return argv
