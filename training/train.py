@@ -147,12 +147,34 @@ def _reduce(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+# Reading a GPU value (``.item()``) waits for every queued kernel; doing it each step would leave the GPU idle
+# while Python launches the next step. The loop keeps its sums on the device and looks at them this often.
+HOST_SYNC_EVERY = 50
+
+
 def train_one_epoch(model, optimizer, scaler, split: Split, epoch: int, state: dict, schedule: LRSchedule, args, amp, progress):
     """One pass over this rank's share of the training split; stops early at ``schedule.total_steps``."""
     model.train()
-    loss_sum = correct = seen = 0.0
+    device = split.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # sum of per-image losses; NaN once any is
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    checked_step = state["step"]  # the loss sum was finite up to this step
     start = time.perf_counter()
     bar = progress(total=min(len(split), schedule.total_steps - state["step"]), desc=f"epoch {epoch}", leave=False)
+
+    def check_finite(lr: float) -> None:
+        nonlocal checked_step
+        total = loss_sum.item()
+        if not math.isfinite(total):
+            raise TrainingDiverged(
+                f"loss is {total} at epoch {epoch}, between steps {checked_step} and {state['step']} (lr {lr:g}); "
+                f"stopping. The last good checkpoint in {args.output_dir} is unchanged."
+            )
+        checked_step = state["step"]
+        bar.set_postfix(loss=f"{total / max(seen, 1):.3f}", lr=f"{lr:.3g}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+
+    lr = schedule(state["step"])
     for images, labels in split.batches(epoch):
         if state["step"] >= schedule.total_steps:
             break
@@ -164,28 +186,25 @@ def train_one_epoch(model, optimizer, scaler, split: Split, epoch: int, state: d
         with torch.autocast(images.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(images)  # (N, num_classes)
             loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss is {loss.item()} at epoch {epoch}, step {state['step']} (lr {lr:g}); stopping. "
-                f"The last good checkpoint in {args.output_dir} is unchanged."
-            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         state["step"] += 1
         n = labels.numel()
-        loss_sum += loss.item() * n
-        correct += (logits.argmax(1) == labels).sum().item()
+        loss_sum += loss.detach().double() * n
+        correct += (logits.detach().argmax(1) == labels).sum()
         seen += n
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        if state["step"] % HOST_SYNC_EVERY == 0:
+            check_finite(lr)
+    check_finite(lr)
     bar.close()
     seconds = time.perf_counter() - start
-    loss_sum, correct, seen = _reduce([loss_sum, correct, seen], split.device)
+    loss_total, correct_total, seen = _reduce([loss_sum.item(), float(correct.item()), float(seen)], split.device)
     return {
-        "train_loss": loss_sum / max(seen, 1),
-        "train_error": 100 * (1 - correct / max(seen, 1)),
+        "train_loss": loss_total / max(seen, 1),
+        "train_error": 100 * (1 - correct_total / max(seen, 1)),
         "lr": optimizer.param_groups[0]["lr"],
         "images_per_s": seen / seconds,
         "train_seconds": seconds,
@@ -219,6 +238,8 @@ def main(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest convolution once
     amp = resolve_amp(args.amp, device)
     out = Path(args.output_dir)
     is_main = rank == 0
