@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import ROOT, train_argv
 from training import checkpoint as checkpoint_module
-from training.checkpoint import load_checkpoint, save_atomic
+from training.checkpoint import RELEASE_KEYS, load_checkpoint, save_atomic, weights_only
 from training.config import command_line, get_args_parser, resolve_args
 from training.schedule import LRSchedule
 from training.train import cli, main, weights_fingerprint
@@ -79,6 +79,16 @@ def test_resume_continues_exactly(toy_cifar, tmp_path):
     b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_release_checkpoint_keeps_weights_and_metadata_only(toy_cifar, tmp_path):
+    out = tmp_path / "run"
+    main(args_for(toy_cifar, out, "--epochs", "1"))
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["future_training_state"] = torch.zeros(3)  # a key train.py might add later stays out of releases
+    released = weights_only(ckpt)
+    assert set(released) == set(RELEASE_KEYS) and "optimizer" not in released and "rng" not in released
+    assert released["model"] is ckpt["model"]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy_cifar, tmp_path, capsys):
