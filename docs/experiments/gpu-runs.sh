@@ -21,8 +21,9 @@ DEVICE=${DEVICE:-cuda}
 PY=${PY:-python3}
 RUNS=${RUNS:-/tmp/gpu-runs}
 EPOCHS=${EPOCHS:-160}
-read -r -a flags <<<"${FLAGS:---model resnet56 --val-split 0 --batch-size 512 --lr 0.4 --lr-schedule cosine
-  --warmup-iters 490 --warmup-mode linear --warmup-lr 0.04 --weight-decay 5e-4 --eval-every 4}"
+flags=(--model resnet56 --val-split 0 --batch-size 512 --lr 0.4 --lr-schedule cosine
+  --warmup-iters 490 --warmup-mode linear --warmup-lr 0.04 --weight-decay 5e-4 --eval-every 4)
+[ -n "${FLAGS:-}" ] && read -r -a flags <<<"$FLAGS"
 start=$(date +%s)
 elapsed() { echo $(($(date +%s) - start)); }
 mkdir -p "$OUT" "$RUNS"
