@@ -6,10 +6,8 @@ torchrun --nproc_per_node=2 training/train.py --model resnet20 --data-dir DIR ..
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +16,6 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -35,6 +32,7 @@ from training.data import (
     load_cifar10,
     split_holdout,
 )
+from training.distributed import finish_distributed, reduce_sums, setup_distributed, sync_buffers
 from training.imagefolder import LoaderSplit, imagefolder_datasets
 from training.models import deepen, get_model, get_spec
 from training.schedule import LRSchedule
@@ -42,22 +40,6 @@ from training.schedule import LRSchedule
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
-
-
-def setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device). torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; NCCL on GPUs, gloo on CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = device_flag == "cuda" or (device_flag == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but no CUDA device is available")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if world_size > 1:
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        return dist.get_rank(), world_size, device
-    return 0, 1, device
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -118,35 +100,6 @@ def build_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum)
 
 
-def weights_fingerprint(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def sync_buffers(model: nn.Module) -> None:
-    """Average BatchNorm running statistics across ranks.
-
-    DDP keeps parameters identical, but each rank updates its running mean/var from its own batches after
-    the last broadcast; averaging makes evaluation and the saved checkpoint the same on every rank.
-    """
-    if not dist.is_initialized():
-        return
-    for buf in model.buffers():
-        if buf.is_floating_point():
-            dist.all_reduce(buf, op=dist.ReduceOp.AVG)
-
-
-def _reduce(values: list[float], device: torch.device) -> list[float]:
-    if not dist.is_initialized():
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 # Reading a GPU value (``.item()``) waits for every queued kernel; doing it each step would leave the GPU idle
 # while Python launches the next step. The loop keeps its sums on the device and looks at them this often.
 HOST_SYNC_EVERY = 50
@@ -163,7 +116,8 @@ def train_one_epoch(model, optimizer, scaler, split: Split, epoch: int, state: d
     start = time.perf_counter()
     bar = progress(total=min(len(split), schedule.total_steps - state["step"]), desc=f"epoch {epoch}", leave=False)
 
-    def check_finite(lr: float) -> None:
+    def check_finite(lr: float) -> float:
+        """The loss sum so far (one device read); raises if it is NaN or infinite."""
         nonlocal checked_step
         total = loss_sum.item()
         if not math.isfinite(total):
@@ -173,6 +127,7 @@ def train_one_epoch(model, optimizer, scaler, split: Split, epoch: int, state: d
             )
         checked_step = state["step"]
         bar.set_postfix(loss=f"{total / max(seen, 1):.3f}", lr=f"{lr:.3g}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        return total
 
     lr = schedule(state["step"])
     for images, labels in split.batches(epoch):
@@ -198,10 +153,10 @@ def train_one_epoch(model, optimizer, scaler, split: Split, epoch: int, state: d
         bar.update(1)
         if state["step"] % HOST_SYNC_EVERY == 0:
             check_finite(lr)
-    check_finite(lr)
+    loss_total = check_finite(lr)
     bar.close()
     seconds = time.perf_counter() - start
-    loss_total, correct_total, seen = _reduce([loss_sum.item(), float(correct.item()), float(seen)], split.device)
+    loss_total, correct_total, seen = reduce_sums([loss_total, float(correct.item()), float(seen)], device)
     return {
         "train_loss": loss_total / max(seen, 1),
         "train_error": 100 * (1 - correct_total / max(seen, 1)),
@@ -227,7 +182,7 @@ def evaluate(model: nn.Module, split: Split, amp, channels_last: bool = True) ->
         top1 += hits[:, 0].sum().item()
         top5 += hits.any(1).sum().item()
         seen += labels.numel()
-    loss_sum, top1, top5, seen = _reduce([loss_sum, top1, top5, seen], split.device)
+    loss_sum, top1, top5, seen = reduce_sums([loss_sum, top1, top5, seen], split.device)
     return {"loss": loss_sum / seen, "error": 100 * (1 - top1 / seen), "top5_error": 100 * (1 - top5 / seen)}
 
 
@@ -364,15 +319,7 @@ def main(args) -> dict:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "step"))
             log(f"epoch {epoch + 1}/{args.epochs} step {state['step']}: {shown}")
     if world_size > 1:
-        fingerprints = [None] * world_size
-        dist.all_gather_object(fingerprints, weights_fingerprint(model))
-        if is_main and (out / "last.pt").exists():
-            ckpt = load_checkpoint(out / "last.pt")
-            ckpt["rank_fingerprints"] = fingerprints
-            save_atomic(ckpt, out / "last.pt")
-        if len(set(fingerprints)) != 1:
-            raise RuntimeError(f"DDP ranks hold different weights: {fingerprints}")
-        dist.destroy_process_group()
+        finish_distributed(model, out / "last.pt" if is_main else None)
     log(f"done in {time.perf_counter() - started:.0f}s; checkpoints in {out}")
     return entry
 
