@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,9 @@ from tests.conftest import ROOT, train_argv
 from training import checkpoint as checkpoint_module
 from training.checkpoint import RELEASE_KEYS, load_checkpoint, save_atomic, weights_only
 from training.config import command_line, get_args_parser, resolve_args
+from training.distributed import weights_fingerprint
 from training.schedule import LRSchedule
-from training.train import cli, main, weights_fingerprint
+from training.train import cli, main
 
 TRAIN_PY = str(ROOT / "training" / "train.py")
 
@@ -39,10 +41,16 @@ def test_loss_falls_and_beats_chance(toy_cifar, tmp_path):
     assert args["model"] == "resnet20" and args["epochs"] == 4 and args["total_steps"] == 4 * 9
 
 
-def test_checkpoint_contents_load_weights_only(toy_cifar, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def one_epoch_run(toy_cifar, tmp_path_factory) -> Path:
+    """A run directory after one epoch; tests that change it work on a copy."""
+    out = tmp_path_factory.mktemp("one-epoch") / "run"
     main(args_for(toy_cifar, out, "--epochs", "1"))
-    ckpt = torch.load(out / "last.pt", weights_only=True)
+    return out
+
+
+def test_checkpoint_contents_load_weights_only(one_epoch_run):
+    ckpt = torch.load(one_epoch_run / "last.pt", weights_only=True)
     for key in (
         "model",
         "optimizer",
@@ -64,7 +72,7 @@ def test_checkpoint_contents_load_weights_only(toy_cifar, tmp_path):
         assert key in ckpt, key
     assert ckpt["classes"] == ["blue", "green", "red"] and ckpt["input_size"] == 32 and ckpt["step"] == 9
     assert ckpt["args"]["lr"] == 0.05 and ckpt["args"]["batch_size"] == 16
-    assert (out / "best.pt").exists()
+    assert (one_epoch_run / "best.pt").exists()
 
 
 def test_resume_continues_exactly(toy_cifar, tmp_path):
@@ -81,19 +89,16 @@ def test_resume_continues_exactly(toy_cifar, tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
 
 
-def test_release_checkpoint_keeps_weights_and_metadata_only(toy_cifar, tmp_path):
-    out = tmp_path / "run"
-    main(args_for(toy_cifar, out, "--epochs", "1"))
-    ckpt = torch.load(out / "last.pt", weights_only=True)
+def test_release_checkpoint_keeps_weights_and_metadata_only(one_epoch_run):
+    ckpt = torch.load(one_epoch_run / "last.pt", weights_only=True)
     ckpt["future_training_state"] = torch.zeros(3)  # a key train.py might add later stays out of releases
     released = weights_only(ckpt)
     assert set(released) == set(RELEASE_KEYS) and "optimizer" not in released and "rng" not in released
     assert released["model"] is ckpt["model"]
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy_cifar, tmp_path, capsys):
-    out = tmp_path / "run"
-    main(args_for(toy_cifar, out, "--epochs", "1"))
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(toy_cifar, one_epoch_run, tmp_path, capsys):
+    out = Path(shutil.copytree(one_epoch_run, tmp_path / "run"))
     good = (out / "last.pt").read_bytes()
     argv = train_argv(toy_cifar, out, "--epochs", "2", "--lr", "1e30", "--resume", "auto")
     assert cli(argv) == 1
