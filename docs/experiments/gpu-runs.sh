@@ -8,8 +8,8 @@
 # directory (metrics.jsonl, args.json, last.pt, log.txt) is packed into OUT/default.tgz; a run cut by the budget
 # resumes anywhere with train.py --resume <its last.pt>.
 #
-# FLAGS defaults to what the H200 measured on 2026-11-27 suggests (docs/benchmarks.md, "Training on a GPU"): the
-# eager step is launch-bound (~24 ms for resnet56 at any batch up to 512), so batch 512 trains 3.3x faster than 128;
+# The default flags follow what the H200 measured on 2026-11-27 suggests (docs/benchmarks.md, "Training on a GPU"): the
+# eager step is launch-bound (resnet56: 24 ms at batch 128, 29 ms at batch 512), so batch 512 trains 3.3x faster;
 # the learning rate scales with the batch (0.1 x 512/128, Goyal et al. 2017) after a 5-epoch linear warm-up.
 # The first call (2026-11-27) ran the paper's recipe at batch 128 instead: FLAGS="--model resnet56 --recipe
 # paper-cifar --val-split 0" EPOCHS=164; 47 epochs fit (86.06%).
@@ -26,6 +26,7 @@ flags=(--model resnet56 --val-split 0 --batch-size 512 --lr 0.4 --lr-schedule co
 [ -n "${FLAGS:-}" ] && read -r -a flags <<<"$FLAGS"
 start=$(date +%s)
 elapsed() { echo $(($(date +%s) - start)); }
+seconds_left() { echo $((BUDGET_S - $(elapsed) - 20)); }  # 20 s kept to pack the result
 mkdir -p "$OUT" "$RUNS"
 
 nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
@@ -47,13 +48,13 @@ train calib 150 "${flags[@]}" --epochs 2 --eval-every 1
 tail -3 "$RUNS/calib/log.txt"
 epoch_s=$($PY -c "import json,sys; print(json.loads(open(sys.argv[1]).readlines()[-1])['seconds'])" \
   "$RUNS/calib/metrics.jsonl") || { echo "calibration failed"; cat "$RUNS/calib/log.txt"; exit 1; }
-left=$((BUDGET_S - $(elapsed) - 20))  # 20 s to pack the result
+left=$(seconds_left)
 epochs=$($PY -c "import sys; e, s, left = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]); print(min(e, max(2, int(left / s / 1.05))))" \
   "$EPOCHS" "$epoch_s" "$left")
 echo "epoch ${epoch_s}s, ${left}s left: $epochs of $EPOCHS epochs"
 
 # 2. The run.
-train default $((BUDGET_S - $(elapsed) - 20)) "${flags[@]}" --epochs "$epochs"
+train default "$(seconds_left)" "${flags[@]}" --epochs "$epochs"
 tail -2 "$RUNS/default/log.txt"
 tar czf "$OUT/default.tgz" -C "$RUNS" --exclude best.pt default
 ls -la "$OUT"
