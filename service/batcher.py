@@ -1,6 +1,7 @@
 """Dynamic batching: concurrent requests grouped into one inference call, results split back.
 
-Requests wait in a bounded queue (full: 503 at once). A worker takes the first waiting request, then
+Requests wait in a queue; the service bounds it by admitting only so many requests at once (``ServiceState``,
+one place for every admission limit). A worker takes the first waiting request, then
 gathers more until ``max_batch_size`` or until ``max_delay_ms`` after the first (but does not wait when the
 queue is empty and no request is being decoded for this model), and runs the batch in a
 thread (ONNX Runtime releases the GIL). Exactly N outputs come back for N inputs, each to its own
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from .errors import DeadlineExceeded, InferenceFailed, NotReady
 
 log = logging.getLogger("resnet_serve")
 
@@ -55,14 +56,13 @@ class DynamicBatcher:
         runner: Runner,
         max_batch_size: int = 16,
         max_delay_ms: float = 2.0,
-        queue_size: int = 256,
         instances: int = 1,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
         name: str = "model",
     ) -> None:
         self.runner, self.max_batch_size, self.max_delay = runner, max_batch_size, max_delay_ms / 1000
-        self.queue_size, self.instances, self.name = queue_size, instances, name
+        self.instances, self.name = instances, name
         self.on_batch, self.on_depth = on_batch, on_depth
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"infer-{name}")
@@ -101,8 +101,6 @@ class DynamicBatcher:
         """Queue one (3, H, W) input; returns its (C,) output row and {"queue", "inference"} in ms."""
         if self.closed:
             raise BatcherClosed(f"{self.name} is not taking requests")
-        if self._queue.qsize() >= self.queue_size:
-            raise Overloaded(f"{self.name}: queue full ({self.queue_size} waiting); retry later")
         loop = asyncio.get_running_loop()
         request = _Request(x, loop.create_future(), time.perf_counter())
         request.timer = loop.call_later(timeout_s, self._expire, request, timeout_s)

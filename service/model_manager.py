@@ -134,7 +134,6 @@ class ModelManager:
             runner,
             s.max_batch_size,
             s.max_delay_ms,
-            s.queue_size,
             s.instances,
             on_batch=on_batch,
             on_depth=m.queue_depth.labels(name).set,

@@ -24,6 +24,7 @@ from .errors import (
     NotFound,
     NotReady,
     Overloaded,
+    PayloadTooLarge,
     ServiceError,
     Unauthorized,
     UnsupportedMedia,
@@ -147,6 +148,8 @@ class admitted:
         s = self.state
         if s.draining:
             raise NotReady("the server is shutting down", retry_after_s=5)
+        if self.weight > s.max_inflight:  # would never fit: retrying cannot help, so not 503
+            raise PayloadTooLarge(f"{self.weight} images in one request; this server admits {s.max_inflight} at once")
         if s.inflight + self.weight > s.max_inflight:
             raise Overloaded(f"{s.inflight} requests in flight (limit {s.max_inflight}); retry later")
         s.inflight += self.weight

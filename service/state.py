@@ -20,19 +20,22 @@ class ServiceState:
     draining: bool = False
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    work_capacity: int = 0
     work_slots: asyncio.Semaphore | None = None
 
     def __post_init__(self) -> None:
-        # Requests decoded, queued or running at once. Beyond two batches' worth, decoding ahead only takes CPU
-        # from inference (both share the cores) and lengthens the tail; the rest wait, undecoded, in FIFO order.
+        # The service's only admission limits, both service-wide. ``work_capacity`` requests are decoded, queued
+        # in a batcher or running at once: beyond two batches' worth, decoding ahead only takes CPU from inference
+        # (both share the cores) and lengthens the tail. Up to ``queue_size`` more wait, undecoded, in FIFO order
+        # for a work slot; beyond that a request gets 503 at once (``routes.admitted``).
         s = self.settings
-        self.work_slots = asyncio.Semaphore(s.max_concurrent_work or 2 * s.max_batch_size * s.instances)
+        self.work_capacity = s.max_concurrent_work or 2 * s.max_batch_size * s.instances
+        self.work_slots = asyncio.Semaphore(self.work_capacity)
 
     @property
     def max_inflight(self) -> int:
-        """Requests admitted at once: a full queue plus the batches being run."""
-        s = self.settings
-        return s.queue_size + s.max_batch_size * s.instances
+        """Requests admitted at once: those holding a work slot plus a full wait queue."""
+        return self.work_capacity + self.settings.queue_size
 
     async def wait_idle(self, timeout_s: float) -> bool:
         if self.inflight == 0:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.batcher import BatcherClosed, DynamicBatcher
-from service.errors import DeadlineExceeded, InferenceFailed, Overloaded
+from service.errors import DeadlineExceeded, InferenceFailed
 
 
 class RecordingRunner:
@@ -42,7 +42,7 @@ def run(coro):
 def test_concurrent_requests_form_batches_and_each_gets_its_own_result():
     async def main():
         runner = RecordingRunner(delay_s=0.02)
-        batcher = DynamicBatcher(runner, max_batch_size=8, max_delay_ms=20, queue_size=100)
+        batcher = DynamicBatcher(runner, max_batch_size=8, max_delay_ms=20)
         batcher.start()
         results = await asyncio.gather(*(batcher.submit(item(i), 5.0) for i in range(32)))
         await batcher.drain(1.0)
@@ -59,7 +59,7 @@ def test_concurrent_requests_form_batches_and_each_gets_its_own_result():
 def test_lone_request_does_not_wait_but_an_expected_one_is_waited_for():
     async def main():
         runner = RecordingRunner()
-        batcher = DynamicBatcher(runner, max_batch_size=8, max_delay_ms=300, queue_size=10)
+        batcher = DynamicBatcher(runner, max_batch_size=8, max_delay_ms=300)
         batcher.start()
         started = time.perf_counter()
         await batcher.submit(item(1), 5.0)  # nothing else queued or on its way: no delay
@@ -83,29 +83,10 @@ def test_lone_request_does_not_wait_but_an_expected_one_is_waited_for():
     assert first[0].tolist() == [2, 2]
 
 
-def test_queue_full_answers_overloaded_at_once():
-    async def main():
-        runner = RecordingRunner(delay_s=0.2)
-        batcher = DynamicBatcher(runner, max_batch_size=1, max_delay_ms=0, queue_size=2)
-        batcher.start()
-        first = asyncio.ensure_future(batcher.submit(item(0), 5.0))
-        await asyncio.sleep(0.05)  # the worker took it: queue empty, runner busy
-        queued = [asyncio.ensure_future(batcher.submit(item(i), 5.0)) for i in (1, 2)]
-        await asyncio.sleep(0)
-        with pytest.raises(Overloaded) as exc:
-            await batcher.submit(item(3), 5.0)
-        assert exc.value.headers["Retry-After"]
-        done = await asyncio.gather(first, *queued)
-        await batcher.drain(1.0)
-        return done
-
-    assert [r[0][0] for r in run(main())] == [0, 1, 2]
-
-
 def test_deadline_gives_504_and_expired_requests_are_not_run():
     async def main():
         runner = RecordingRunner(delay_s=0.2)
-        batcher = DynamicBatcher(runner, max_batch_size=1, max_delay_ms=0, queue_size=10)
+        batcher = DynamicBatcher(runner, max_batch_size=1, max_delay_ms=0)
         batcher.start()
         slow = asyncio.ensure_future(batcher.submit(item(0), 5.0))
         await asyncio.sleep(0.02)
@@ -122,7 +103,7 @@ def test_deadline_gives_504_and_expired_requests_are_not_run():
 def test_failing_batch_fails_only_its_own_requests():
     async def main():
         runner = RecordingRunner(fail_when=lambda b: (b[:, 0, 0, 0] == 13).any())
-        batcher = DynamicBatcher(runner, max_batch_size=4, max_delay_ms=0, queue_size=50)
+        batcher = DynamicBatcher(runner, max_batch_size=4, max_delay_ms=0)
         batcher.start()
         bad = await asyncio.gather(batcher.submit(item(13), 5.0), return_exceptions=True)
         good = await asyncio.gather(*(batcher.submit(item(i), 5.0) for i in range(6)))
@@ -136,7 +117,7 @@ def test_failing_batch_fails_only_its_own_requests():
 
 def test_runner_returning_wrong_count_is_an_error_not_a_mixup():
     async def main():
-        batcher = DynamicBatcher(lambda b: b[:1, 0, 0, :2], max_batch_size=4, max_delay_ms=30, queue_size=10)
+        batcher = DynamicBatcher(lambda b: b[:1, 0, 0, :2], max_batch_size=4, max_delay_ms=30)
         batcher.start()
         results = await asyncio.gather(*(batcher.submit(item(i), 5.0) for i in range(3)), return_exceptions=True)
         await batcher.drain(1.0)
@@ -149,7 +130,7 @@ def test_runner_returning_wrong_count_is_an_error_not_a_mixup():
 def test_drain_finishes_queued_work_then_refuses():
     async def main():
         runner = RecordingRunner(delay_s=0.05)
-        batcher = DynamicBatcher(runner, max_batch_size=2, max_delay_ms=0, queue_size=50, instances=2)
+        batcher = DynamicBatcher(runner, max_batch_size=2, max_delay_ms=0, instances=2)
         batcher.start()
         pending = [asyncio.ensure_future(batcher.submit(item(i), 5.0)) for i in range(6)]
         await asyncio.sleep(0)

@@ -306,3 +306,26 @@ def test_overload_503_and_deadline_504(repository):
         assert refused.headers["Retry-After"] and refused.json()["error"]["code"] == "overloaded"
         late = c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg", "X-Request-Timeout-Ms": "50"})
         assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
+
+
+def test_admission_limit_is_work_capacity_plus_queue(repository):
+    """One service-wide limit: max_concurrent_work requests at work plus queue_size waiting; then 503 at once."""
+    from service.errors import Overloaded
+    from service.routes import admitted
+
+    with client_for(repository, max_concurrent_work=3, queue_size=2, max_batch_size=4) as c:
+        state = c.app.state.service
+        assert (state.work_capacity, state.max_inflight) == (3, 5)
+        with admitted(state, weight=4), admitted(state):
+            with pytest.raises(Overloaded):
+                admitted(state).__enter__()
+            assert state.inflight == 5  # the refused request took nothing
+            files = [("file", (f"{i}.jpg", jpeg_bytes(), "image/jpeg")) for i in range(2)]
+            r = c.post("/classify/batch", files=files)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded" and r.headers["Retry-After"]
+        assert state.inflight == 0
+        files = [("file", (f"{i}.jpg", jpeg_bytes(), "image/jpeg")) for i in range(6)]
+        r = c.post("/classify/batch", files=files)  # more than it ever admits: retrying cannot help
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+        r = c.post("/classify/batch", files=files[:5])  # exactly the limit fits, 3 at work and 2 waiting
+        assert r.status_code == 200 and len(r.json()["results"]) == 5
