@@ -28,9 +28,7 @@ class Settings(BaseSettings):
     max_delay_ms: float = Field(
         10.0, ge=0, description="how long a batch waits for requests still being decoded (never when none are)"
     )
-    queue_size: int = Field(
-        256, ge=1, description="requests waiting for a work slot (max_concurrent_work) before answering 503"
-    )
+    queue_size: int = Field(256, ge=1, description="requests waiting for a work slot (max_concurrent_work) before answering 503")
     request_timeout_ms: float = Field(
         10_000, gt=0, description="deadline per request (clients may lower it with X-Request-Timeout-Ms)"
     )
