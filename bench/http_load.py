@@ -15,7 +15,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,14 +25,10 @@ import httpx
 from common import BENCH_MODELS, DEFAULT_PHOTOS, ROOT, ensure_bench_models, latest_version
 from PIL import Image
 
+from tests.conftest import free_port, wait_for_http
+
 PY = sys.executable
 WRK_SCRIPT = ROOT / "bench" / "wrk_photos.lua"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -49,17 +44,9 @@ class Process:
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}
         )
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited: {argv}")
-            try:
-                if httpx.get(url + ready_path, timeout=2).status_code in (200, 405):
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"server not ready: {argv}")
+        failure = wait_for_http(self.proc, url + ready_path, 180, ready_statuses=(200, 405))
+        if failure:
+            raise SystemExit(f"server {failure}: {argv}")
 
     def stop(self) -> None:
         self.proc.terminate()

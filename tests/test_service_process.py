@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,15 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, export_random_model, jpeg_bytes, make_image_folder, train_argv
+from tests.conftest import ROOT, export_random_model, free_port, jpeg_bytes, make_image_folder, train_argv, wait_for_http
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -52,16 +45,8 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("server did not become ready:\n" + self.output())
+        failure = wait_for_http(self.proc, self.url + "/readyz", 60)
+        assert failure is None, f"server {failure}:\n" + self.output()
 
     def output(self) -> str:
         self.log.flush()
