@@ -51,8 +51,33 @@ DEFAULTS: dict[str, object] = dict(
 )
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+class FlagParser(argparse.ArgumentParser):
+    """An ArgumentParser that lists the flags it defines (``flags``), which argparse keeps private."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.flags: list[argparse.Action] = []  # before super().__init__, which adds --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.flags.append(action)
+        return action
+
+    def add_argument_group(self, *args, **kwargs):
+        group = super().add_argument_group(*args, **kwargs)
+        add_to_group = group.add_argument
+
+        def add_argument(*a, **kw) -> argparse.Action:
+            action = add_to_group(*a, **kw)
+            self.flags.append(action)
+            return action
+
+        group.add_argument = add_argument
+        return group
+
+
+def get_args_parser() -> FlagParser:
+    p = FlagParser(
         description="Train a ResNet of He et al. (2015) on CIFAR-10 or an ImageFolder tree.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -172,8 +197,8 @@ def command_line(resolved: dict[str, object]) -> list[str]:
     """
     parser = get_args_parser()
     argv: list[str] = []
-    for action in parser._actions:  # argparse has no public iterator over its actions
-        if not action.option_strings or action.dest in ("help", "recipe") or action.dest not in resolved:
+    for action in parser.flags:
+        if action.dest in ("help", "recipe") or action.dest not in resolved:
             continue
         value, flag = resolved[action.dest], action.option_strings[0]
         if value == action.default and action.dest != "model":  # the network is named even when it is the default
