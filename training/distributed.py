@@ -68,6 +68,9 @@ def finish_distributed(model: nn.Module, last_checkpoint: Path | None) -> None:
         ckpt = load_checkpoint(last_checkpoint)
         ckpt["rank_fingerprints"] = fingerprints
         save_atomic(ckpt, last_checkpoint)
+    # Every rank leaves together, after the main one has written the fingerprints: a rank that tears gloo down
+    # while its peer still talks to it can abort at exit ("terminate called without an active exception").
+    dist.barrier()
     if len(set(fingerprints)) != 1:
         raise RuntimeError(f"DDP ranks hold different weights: {fingerprints}")
     dist.destroy_process_group()

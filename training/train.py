@@ -319,6 +319,7 @@ def main(args) -> dict:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("epoch", "step"))
             log(f"epoch {epoch + 1}/{args.epochs} step {state['step']}: {shown}")
     if world_size > 1:
+        del train_model  # the DDP wrapper holds the process group; drop it before the group goes
         finish_distributed(model, out / "last.pt" if is_main else None)
     log(f"done in {time.perf_counter() - started:.0f}s; checkpoints in {out}")
     return entry
