@@ -76,6 +76,9 @@ def from_checkpoint(path: str | Path) -> ModelSource:
     }
     if ckpt.get("args"):  # the flags that retrain this checkpoint, resolved so later default changes don't matter
         source["training_command"] = "python training/train.py " + shlex.join(command_line(ckpt["args"]))
+    initialised_from = starting_point(ckpt.get("args") or {})
+    if initialised_from:
+        source["init_from"] = initialised_from
     return ModelSource(
         model=model.eval(),
         arch=ckpt["arch"],
@@ -85,6 +88,34 @@ def from_checkpoint(path: str | Path) -> ModelSource:
         source=source,
         checkpoint=weights_only(ckpt),
     )
+
+
+def starting_point(args: dict[str, Any], depth: int = 0) -> dict[str, Any] | None:
+    """Where a run trained with ``--init-from`` started: that checkpoint's sha256, command, result and its own
+    starting point, so a manifest names every run needed to retrain the model. The path is read as train.py
+    was given it (relative to where it ran, the repository root); a file gone since is recorded as missing."""
+    init = args.get("init_from")
+    if not init:
+        return None
+    entry: dict[str, Any] = {"checkpoint": str(init)}
+    if args.get("deepen"):
+        entry["deepened_to"] = args["deepen"]
+    path = Path(init)
+    if not path.is_file() or depth >= 8:  # depth: a guard against a chain that loops through overwritten files
+        entry["found_at_export"] = False
+        return entry
+    parent = load_checkpoint(path)
+    entry["checkpoint_sha256"] = sha256_file(path)
+    entry["git_revision"] = parent.get("git_revision", "unknown")
+    if parent.get("args"):
+        entry["training_command"] = "python training/train.py " + shlex.join(command_line(parent["args"]))
+    last = (parent.get("metrics") or [{}])[-1]
+    if "test_error" in last:
+        entry["test_top1_accuracy"] = round(100 - last["test_error"], 4)
+    earlier = starting_point(parent.get("args") or {}, depth + 1)
+    if earlier:
+        entry["init_from"] = earlier
+    return entry
 
 
 def torchvision_weights(arch: str, weights_name: str | None):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -97,6 +98,32 @@ def test_checkpoint_export_writes_a_valid_version(checkpoint, tmp_path):
     # ... from which the version can be exported again (e.g. quantised later).
     assert export_main(["--checkpoint", str(second / "checkpoint.pt"), "--name", "again", "--repository", str(repo)]) == 0
     np.testing.assert_allclose(np.load(repo / "again" / "1" / "golden.npz")["logits"], golden["logits"], atol=1e-5)
+
+
+def test_manifest_names_the_run_a_fine_tuned_checkpoint_started_from(checkpoint, tmp_path):
+    """A model trained in two runs (--init-from) records both: each checkpoint's sha256, command and result."""
+    data = Path(torch.load(checkpoint, weights_only=True)["args"]["data_dir"])
+    out = tmp_path / "second"
+    argv = train_argv(data, out, "--epochs", "1", "--init-from", str(checkpoint), "--cache-dir", str(tmp_path / "cache"))
+    train_main(get_args_parser().parse_args(argv))
+    repo = tmp_path / "models"
+    assert export_main(["--checkpoint", str(out / "last.pt"), "--name", "two-runs", "--repository", str(repo)]) == 0
+    source = read_manifest(repo / "two-runs" / "1").source
+    assert f"--init-from {checkpoint}" in source["training_command"]
+    first = source["init_from"]
+    assert first["checkpoint"] == str(checkpoint) and first["checkpoint_sha256"] == sha256_file(checkpoint)
+    first_ckpt = torch.load(checkpoint, weights_only=True)
+    assert first["test_top1_accuracy"] == pytest.approx(100 - first_ckpt["metrics"][-1]["test_error"], abs=1e-3)
+    assert first["training_command"].startswith("python training/train.py --model resnet20 ") and "init_from" not in first
+    # The starting checkpoint gone by export time: its path is kept, marked as not found.
+    moved = tmp_path / "moved.pt"
+    shutil.copy(out / "last.pt", moved)
+    ckpt = torch.load(moved, weights_only=True)
+    ckpt["args"]["init_from"] = str(tmp_path / "deleted.pt")
+    torch.save(ckpt, moved)
+    assert export_main(["--checkpoint", str(moved), "--name", "orphan", "--repository", str(repo)]) == 0
+    missing = {"checkpoint": str(tmp_path / "deleted.pt"), "found_at_export": False}
+    assert read_manifest(repo / "orphan" / "1").source["init_from"] == missing
 
 
 def test_validate_cli(checkpoint, tmp_path):
