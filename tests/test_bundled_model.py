@@ -22,9 +22,9 @@ def test_bundled_repository_has_a_cifar_model():
     assert any(n.startswith("cifar10-") for n in names), names
 
 
-@pytest.mark.parametrize("name", list_model_names(MODELS))
-def test_bundled_model_validates(name):
-    version_dir = MODELS / name / str(list_versions(MODELS, name)[-1])
+@pytest.mark.parametrize("name,version", [(n, v) for n in list_model_names(MODELS) for v in list_versions(MODELS, n)])
+def test_bundled_model_validates(name, version):
+    version_dir = MODELS / name / str(version)
     checks = validate(version_dir)
     assert checks[:4] == ["schema", "sha256", "onnx.checker", "onnxruntime load"]
     manifest = read_manifest(version_dir)
@@ -34,6 +34,10 @@ def test_bundled_model_validates(name):
     bundled = manifest.source.get("export", {}).get("checkpoint_file")
     if bundled:  # the weights-only checkpoint committed beside the graph is the one recorded
         assert sha256_file(version_dir / bundled["file"]) == bundled["sha256"]
+    start = manifest.source.get("init_from")
+    if start:  # trained in several runs: the run it started from is named, with its checkpoint's hash
+        assert start["checkpoint_sha256"] and start["training_command"].startswith("python training/train.py ")
+        assert f"--init-from {start['checkpoint']}" in manifest.source["training_command"]
 
 
 def test_bundled_model_classifies_real_cifar_images():
