@@ -58,6 +58,23 @@ def from_checkpoint(path: str | Path) -> ModelSource:
         raise ExportError(f"{path}: not a training/train.py checkpoint (missing {', '.join(missing)})")
     model = get_model(ckpt["arch"], num_classes=ckpt["num_classes"], **ckpt.get("model_opts", {}))
     model.load_state_dict(ckpt["model"])
+    source = {"type": "checkpoint", **provenance(path, ckpt), "training_args": ckpt.get("args", {})}
+    initialised_from = starting_point(ckpt.get("args") or {})
+    if initialised_from:
+        source["init_from"] = initialised_from
+    return ModelSource(
+        model=model.eval(),
+        arch=ckpt["arch"],
+        labels=list(ckpt["classes"]),
+        preprocess=eval_preprocess(ckpt["input_size"], ckpt["mean"], ckpt["std"]),
+        metrics=final_metrics(ckpt),
+        source=source,
+        checkpoint=weights_only(ckpt),
+    )
+
+
+def final_metrics(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Top-1/top-5 accuracy on the evaluated splits, epoch and step after a checkpoint's last epoch."""
     history = ckpt.get("metrics") or []
     metrics: dict[str, Any] = {}
     if history:
@@ -67,27 +84,15 @@ def from_checkpoint(path: str | Path) -> ModelSource:
                 metrics[f"{split}_top1_accuracy"] = round(100 - last[f"{split}_error"], 4)
                 metrics[f"{split}_top5_accuracy"] = round(100 - last[f"{split}_top5_error"], 4)
         metrics.update(epoch=last["epoch"], step=last["step"])
-    source = {
-        "type": "checkpoint",
-        "checkpoint": str(path),
-        "checkpoint_sha256": sha256_file(path),
-        "git_revision": ckpt.get("git_revision", "unknown"),
-        "training_args": ckpt.get("args", {}),
-    }
+    return metrics
+
+
+def provenance(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a training checkpoint and retrains it: path, sha256, git revision, train.py command."""
+    entry = {"checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "git_revision": ckpt.get("git_revision", "unknown")}
     if ckpt.get("args"):  # the flags that retrain this checkpoint, resolved so later default changes don't matter
-        source["training_command"] = "python training/train.py " + shlex.join(command_line(ckpt["args"]))
-    initialised_from = starting_point(ckpt.get("args") or {})
-    if initialised_from:
-        source["init_from"] = initialised_from
-    return ModelSource(
-        model=model.eval(),
-        arch=ckpt["arch"],
-        labels=list(ckpt["classes"]),
-        preprocess=eval_preprocess(ckpt["input_size"], ckpt["mean"], ckpt["std"]),
-        metrics=metrics,
-        source=source,
-        checkpoint=weights_only(ckpt),
-    )
+        entry["training_command"] = "python training/train.py " + shlex.join(command_line(ckpt["args"]))
+    return entry
 
 
 def starting_point(args: dict[str, Any], depth: int = 0) -> dict[str, Any] | None:
@@ -105,13 +110,9 @@ def starting_point(args: dict[str, Any], depth: int = 0) -> dict[str, Any] | Non
         entry["found_at_export"] = False
         return entry
     parent = load_checkpoint(path)
-    entry["checkpoint_sha256"] = sha256_file(path)
-    entry["git_revision"] = parent.get("git_revision", "unknown")
-    if parent.get("args"):
-        entry["training_command"] = "python training/train.py " + shlex.join(command_line(parent["args"]))
-    last = (parent.get("metrics") or [{}])[-1]
-    if "test_error" in last:
-        entry["test_top1_accuracy"] = round(100 - last["test_error"], 4)
+    entry.update(provenance(path, parent))
+    if "test_top1_accuracy" in (metrics := final_metrics(parent)):
+        entry["test_top1_accuracy"] = metrics["test_top1_accuracy"]
     earlier = starting_point(parent.get("args") or {}, depth + 1)
     if earlier:
         entry["init_from"] = earlier

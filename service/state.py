@@ -20,17 +20,19 @@ class ServiceState:
     draining: bool = False
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
-    work_capacity: int = 0
     work_slots: asyncio.Semaphore | None = None
 
     def __post_init__(self) -> None:
-        # The service's only admission limits, both service-wide. ``work_capacity`` requests are decoded, queued
-        # in a batcher or running at once: beyond two batches' worth, decoding ahead only takes CPU from inference
-        # (both share the cores) and lengthens the tail. Up to ``queue_size`` more wait, undecoded, in FIFO order
-        # for a work slot; beyond that a request gets 503 at once (``routes.admitted``).
-        s = self.settings
-        self.work_capacity = s.max_concurrent_work or 2 * s.max_batch_size * s.instances
         self.work_slots = asyncio.Semaphore(self.work_capacity)
+
+    # The service's only admission limits, both service-wide. ``work_capacity`` requests are decoded, queued in a
+    # batcher or running at once: beyond two batches' worth, decoding ahead only takes CPU from inference (both
+    # share the cores) and lengthens the tail. Up to ``queue_size`` more wait, undecoded, in FIFO order for a work
+    # slot; beyond that a request gets 503 at once (``routes.admitted``).
+    @property
+    def work_capacity(self) -> int:
+        s = self.settings
+        return s.max_concurrent_work or 2 * s.max_batch_size * s.instances
 
     @property
     def max_inflight(self) -> int:

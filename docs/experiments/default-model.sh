@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bundled default model: resnet56 on CIFAR-10 trained in two cosine cycles of 50 epochs each (a warm restart,
 # as in SGDR: the second run starts from the first run's weights with a fresh optimizer and the same schedule),
-# then exported into the model repository with its weights-only checkpoint. ~4 h 15 min on two CPU cores.
+# then exported into the model repository with its weights-only checkpoint. ~4 h 20 min on two CPU cores.
 # Resumable: re-running continues the unfinished run from its last.pt; a finished run is not trained again.
 # Usage: docs/experiments/default-model.sh [DATA] [THREADS] [REPOSITORY]
 set -euo pipefail
