@@ -63,10 +63,13 @@ class ModelManager:
         self.failed: dict[tuple[str, int], str] = {}  # (name, version) -> why it was refused
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task] = set()
+        # The repository's model names as of the last refresh: lookups on the request path never touch the disk.
+        self._repository_names: list[str] = []
 
     # ------------------------------------------------------------------ lookup
     def expected_names(self) -> list[str]:
-        return list(self.settings.models) or list_model_names(self.repository)
+        """The models this server should serve: the configured ones, else those in the repository at the last refresh."""
+        return list(self.settings.models) or self._repository_names
 
     def default_name(self) -> str | None:
         if self.settings.default_model:
@@ -176,6 +179,8 @@ class ModelManager:
         """Load whatever is newer than what is served. Returns {name: what happened}."""
         async with self._lock:
             outcome: dict[str, str] = {}
+            if not self.settings.models:
+                self._repository_names = await asyncio.to_thread(list_model_names, self.repository)
             for name in self.expected_names():
                 versions = list_versions(self.repository, name)
                 if not versions:

@@ -329,3 +329,26 @@ def test_admission_limit_is_work_capacity_plus_queue(repository):
         assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
         r = c.post("/classify/batch", files=files[:5])  # exactly the limit fits, 3 at work and 2 waiting
         assert r.status_code == 200 and len(r.json()["results"]) == 5
+
+
+def test_requests_never_scan_the_repository_and_a_refresh_does(repository, tmp_path, monkeypatch):
+    """The model list is read at start-up and on each refresh, not per request (it was a directory walk each)."""
+    import service.model_manager as manager
+
+    repo = tmp_path / "repo"
+    export_random_model(repo, "toy", "resnet20")
+    scans = []
+    real = manager.list_model_names
+    monkeypatch.setattr(manager, "list_model_names", lambda root: scans.append(root) or real(root))
+    with client_for(repo) as c:
+        after_start = len(scans)
+        assert after_start >= 1
+        for _ in range(5):
+            assert c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}).status_code == 200
+        assert c.get("/readyz").status_code == 200
+        assert len(scans) == after_start
+        export_random_model(repo, "another", "resnet20")
+        assert c.post("/classify?model=another", content=jpeg_bytes()).status_code == 404
+        assert c.post("/admin/reload").json()["results"]["another"] == "loaded version 1"
+        assert len(scans) == after_start + 1
+        assert c.post("/classify?model=another", content=jpeg_bytes()).status_code == 200
