@@ -89,6 +89,16 @@ def test_inprocess_bench_smoke(repository, tmp_path):
     assert row["loop_img_s"] > 0 and row["preprocess_img_s"] > 0
 
 
+def test_preprocess_cost_bench_smoke(tmp_path):
+    out = tmp_path / "preprocess.json"
+    photos = ROOT / "tests" / "fixtures" / "cifar10"
+    script = [sys.executable, str(ROOT / "bench" / "preprocess_cost.py"), "--photos", str(photos), "--rounds", "1"]
+    subprocess.run([*script, "--resize", "36", "--crop", "32", "--json", str(out)], check=True, capture_output=True, timeout=60)
+    row = json.loads(out.read_text())
+    assert row["photos"] == len(list(photos.iterdir())) and (row["resize"], row["crop"]) == (36, 32)
+    assert 0 < row["normalize_ms"] < row["image_to_input_ms"] and row["decode_ms"] > 0
+
+
 @pytest.mark.skipif(
     shutil.which("wrk") is None, reason="the HTTP benchmark drives wrk (apt-get install wrk; make test installs it)"
 )
