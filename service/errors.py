@@ -55,6 +55,12 @@ class InvalidParameter(ServiceError):
     status, code = 422, "invalid_parameter"
 
 
+class ClientClosedRequest(ServiceError):
+    """The client hung up before its answer was ready (nginx's 499): its work was cancelled; nobody reads this."""
+
+    status, code = 499, "client_closed_request"
+
+
 class InferenceFailed(ServiceError):
     status, code = 500, "inference_failed"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Header, Query, Request
@@ -17,6 +19,7 @@ from model_repository.postprocess import softmax
 
 from .batcher import BatcherClosed
 from .errors import (
+    ClientClosedRequest,
     DeadlineExceeded,
     Forbidden,
     InvalidInput,
@@ -34,6 +37,7 @@ from .imaging import IMAGE_CONTENT_TYPES, image_to_input
 from .schemas import ERROR_RESPONSES, BatchResponse, ClassifyResponse, ModelsResponse
 from .state import ServiceState
 
+T = TypeVar("T")
 router = APIRouter()
 DEFAULT_TOP_K = 5
 RAW_CONTENT_TYPES = set(IMAGE_CONTENT_TYPES) | {"application/octet-stream", ""}
@@ -74,6 +78,34 @@ async def read_single_image(request: Request) -> bytes:
         f"content type {ctype!r} is not supported; send an image (JPEG, PNG, WebP, BMP, GIF, TIFF) as the body "
         "or as multipart field 'file'"
     )
+
+
+async def _client_hung_up(request: Request) -> None:
+    """Returns when the client disconnects. Call only after the body is read: then the server's ``receive``
+    has nothing more to give until the connection closes (or the response is complete)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first.
+
+    A request nobody waits for then leaves the work-slot queue or the batch queue without being decoded or run
+    (a client that timed out would otherwise still cost a place in a batch); one already in a running batch
+    finishes there and its row is dropped.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_hung_up(request))
+    try:
+        done, _ = await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # let it release its work slot and queue place
+    if task in done:
+        return task.result()
+    raise ClientClosedRequest("the client disconnected before the answer was ready")
 
 
 def timeout_seconds(state: ServiceState, header_ms: float | None) -> float:
@@ -178,7 +210,7 @@ async def classify(
     with admitted(state):
         timeout_s = timeout_seconds(state, x_request_timeout_ms)
         data = await read_single_image(request)
-        return await classify_bytes(state, data, model, version, top_k, timeout_s)
+        return await unless_client_leaves(request, classify_bytes(state, data, model, version, top_k, timeout_s))
 
 
 @router.post(
@@ -204,9 +236,10 @@ async def classify_batch(
     state.models.get(model, version)  # 404 for the whole request before any work
     with admitted(state, weight=len(files)):
         payloads = [await f.read() for f in files]
-        results = await asyncio.gather(
+        every_file = asyncio.gather(
             *(classify_bytes(state, d, model, version, top_k, timeout_s) for d in payloads), return_exceptions=True
         )
+        results = await unless_client_leaves(request, every_file)
     items = []
     for f, result in zip(files, results, strict=True):
         if isinstance(result, ServiceError):

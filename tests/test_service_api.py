@@ -352,3 +352,69 @@ def test_requests_never_scan_the_repository_and_a_refresh_does(repository, tmp_p
         assert c.post("/admin/reload").json()["results"]["another"] == "loaded version 1"
         assert len(scans) == after_start + 1
         assert c.post("/classify?model=another", content=jpeg_bytes()).status_code == 200
+
+
+def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository):
+    """A client that disconnects while its request waits for a batch costs no inference: the request is
+    cancelled, answered 499 (which nobody reads), counted, and its work slot freed."""
+    import asyncio
+    import concurrent.futures
+    import threading
+
+    with client_for(repository, max_batch_size=1, max_delay_ms=0) as c:
+        state = c.app.state.service
+        model = state.models.get("toy")
+        real, gate, batches = model.batcher.runner, threading.Event(), []
+
+        def gated(batch):
+            assert gate.wait(10)
+            batches.append(len(batch))
+            return real(batch)
+
+        model.batcher.runner = gated
+        body = jpeg_bytes()
+
+        async def hang_up_while_queued() -> list[dict]:
+            hung_up, sent = asyncio.Event(), []
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive() -> dict:
+                if messages:
+                    return messages.pop()
+                await hung_up.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                "path": "/classify", "raw_path": b"/classify", "query_string": b"", "root_path": "",
+                "headers": [(b"content-type", b"image/jpeg"), (b"content-length", str(len(body)).encode())],
+                "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+            }  # fmt: skip
+            leaving = asyncio.ensure_future(c.app(scope, receive, send))
+            for _ in range(500):  # until it waits in the batch queue behind the gated batch
+                if model.batcher.depth == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert model.batcher.depth == 1
+            hung_up.set()
+            await asyncio.wait_for(leaving, 5)
+            return sent
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(c.post, "/classify", content=body, headers={"Content-Type": "image/jpeg"})
+            for _ in range(500):  # the first request holds the runner
+                if model.batcher.pending == 1 and model.batcher.depth == 0:
+                    break
+                threading.Event().wait(0.01)
+            sent = c.portal.call(hang_up_while_queued)
+            gate.set()
+            assert first.result(10).status_code == 200
+        assert sent[0]["status"] == 499
+        after = c.post("/classify", content=body, headers={"Content-Type": "image/jpeg"})
+        assert after.status_code == 200
+        assert batches == [1, 1]  # the first request and the one after; the abandoned one never ran
+        assert state.inflight == 0 and model.batcher.pending == 0
+        assert 'resnet_serve_rejected_requests_total{reason="client_closed_request"} 1.0' in c.get("/metrics").text
