@@ -75,6 +75,21 @@ def classified(url: str) -> float:
     return 0.0
 
 
+def settle(url: str, is_service: bool, warmup_p99_ms: float, limit_s: float = 60.0) -> None:
+    """Let the requests the warm-up abandoned (wrk closes its connections mid-request) finish before the timed
+    run, so they do not sit ahead of its first requests: until the service reports none in flight, or, for the
+    naive server (no such metric), for the warm-up's p99."""
+    if not is_service:
+        time.sleep(min(limit_s, warmup_p99_ms / 1000 + 0.5))
+        return
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        text = httpx.get(url + "/metrics", timeout=5).text
+        if any(line.split()[-1] == "0.0" for line in text.splitlines() if line.startswith("resnet_serve_inflight_requests ")):
+            return
+        time.sleep(0.05)
+
+
 def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float, steady: bool = False) -> dict:
     """One wrk run. wrk's req/s counts only completed requests over the whole run, which under-reports by about
     p50 / duration at high concurrency (the pipeline fills at the start, in-flight requests are cut at the end);
@@ -124,7 +139,8 @@ def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float, steady
 def measure(name: str, server: Process, photo_list: Path, concurrencies, seconds: float, is_service: bool) -> list[dict]:
     rows = []
     for c in concurrencies:
-        run_wrk(server.url, photo_list, c, min(2.0, seconds))  # warm-up at this concurrency
+        warm = run_wrk(server.url, photo_list, c, min(2.0, seconds))  # warm-up at this concurrency
+        settle(server.url, is_service, warm["p99_ms"])
         before = batch_totals(server.url) if is_service else None
         stats = run_wrk(server.url, photo_list, c, seconds, steady=is_service)
         if is_service:

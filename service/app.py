@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings, metrics, ModelManager(settings, metrics), ThreadPoolExecutor(settings.preprocess_workers, "preprocess")
         )
         app.state.service = state
+        metrics.inflight.set_function(lambda: state.inflight)  # read at scrape time only
         outcome = await state.models.refresh()
         log.info("model repository %s: %s", settings.model_repository, outcome or "empty")
         poller = asyncio.create_task(state.models.poll(settings.poll_interval_s)) if settings.poll_interval_s > 0 else None

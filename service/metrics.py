@@ -25,6 +25,11 @@ class Metrics:
         self.inference = Histogram(
             "resnet_serve_inference_seconds", "seconds per inference call", ["model"], buckets=LATENCY_BUCKETS, registry=r
         )
+        self.inflight = Gauge(
+            "resnet_serve_inflight_requests",
+            "classification requests admitted and not answered yet (waiting for a slot, decoding, queued or running)",
+            registry=r,
+        )
         self.queue_depth = Gauge("resnet_serve_queue_depth", "requests waiting for a batch", ["model"], registry=r)
         self.model_loads = Counter("resnet_serve_model_loads", "model version loads by result", ["model", "result"], registry=r)
         self.reload_failures = Counter("resnet_serve_reload_failures", "new versions refused", ["model"], registry=r)

@@ -399,6 +399,7 @@ def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository):
                     break
                 await asyncio.sleep(0.01)
             assert model.batcher.depth == 1
+            assert state.metrics.registry.get_sample_value("resnet_serve_inflight_requests") == 2
             hung_up.set()
             await asyncio.wait_for(leaving, 5)
             return sent
@@ -417,4 +418,5 @@ def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository):
         assert after.status_code == 200
         assert batches == [1, 1]  # the first request and the one after; the abandoned one never ran
         assert state.inflight == 0 and model.batcher.pending == 0
+        assert "resnet_serve_inflight_requests 0.0" in c.get("/metrics").text
         assert 'resnet_serve_rejected_requests_total{reason="client_closed_request"} 1.0' in c.get("/metrics").text
