@@ -78,15 +78,20 @@ def test_checkpoint_contents_load_weights_only(one_epoch_run):
 def test_resume_continues_exactly(toy_cifar, tmp_path):
     # Tolerance: exact. CPU kernels with a fixed thread count are deterministic, and the data order and
     # augmentation of each epoch depend only on (seed, epoch).
-    main(args_for(toy_cifar, tmp_path / "straight", "--epochs", "2"))
-    main(args_for(toy_cifar, tmp_path / "split", "--epochs", "2", "--stop-after", "1"))
+    # Cutout on: its squares too must come from (seed, epoch) alone.
+    main(args_for(toy_cifar, tmp_path / "straight", "--epochs", "2", "--cutout", "8"))
+    main(args_for(toy_cifar, tmp_path / "split", "--epochs", "2", "--stop-after", "1", "--cutout", "8"))
     first = load_checkpoint(tmp_path / "split" / "last.pt")
-    assert first["epoch"] == 1
-    main(args_for(toy_cifar, tmp_path / "split", "--epochs", "2", "--resume", str(tmp_path / "split" / "last.pt")))
+    assert first["epoch"] == 1 and first["args"]["cutout"] == 8
+    resume = ("--resume", str(tmp_path / "split" / "last.pt"))
+    main(args_for(toy_cifar, tmp_path / "split", "--epochs", "2", "--cutout", "8", *resume))
     a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    main(args_for(toy_cifar, tmp_path / "no-cutout", "--epochs", "2", "--stop-after", "1"))
+    plain = load_checkpoint(tmp_path / "no-cutout" / "last.pt")["model"]
+    assert not torch.equal(plain["fc.weight"], first["model"]["fc.weight"])  # the flag reaches the training batches
 
 
 def test_release_checkpoint_keeps_weights_and_metadata_only(one_epoch_run):
@@ -128,6 +133,7 @@ def test_atomic_save_leaves_old_file_on_failure(tmp_path, monkeypatch):
         (["--model", "resnet21", "--data-dir", "x"], "invalid choice"),
         (["--model", "resnet20", "--data-dir", "/nonexistent/dir"], "does not exist"),
         (["--model", "resnet20", "--data-dir", "/", "--dataset", "imagefolder"], "train/"),
+        (["--model", "resnet20", "--data-dir", "/", "--dataset", "imagefolder", "--cutout", "16"], "cifar10 only"),
     ],
 )
 def test_cli_errors(argv, message):
@@ -161,6 +167,7 @@ def test_recipes_fill_defaults_and_flags_override():
         ["--data-dir", "d", "--recipe", "paper-cifar", "--model", "plain110", "--no-channels-last", "--zero-init-residual"],
         ["--data-dir", "d", "--lr-schedule", "cosine", "--warmup-iters", "391", "--warmup-mode", "linear", "--amp", "none"],
         ["--data-dir", "d", "--model", "resnet56", "--init-from", "r20.pt", "--deepen", "56", "--label-smoothing", "0.1"],
+        ["--data-dir", "d", "--cutout", "16"],
     ],
 )
 def test_command_line_rebuilds_the_resolved_arguments(argv):

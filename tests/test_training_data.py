@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import TOY_CLASSES, make_image_folder
-from training.data import DataError, TensorSplit, augment_cifar, epoch_generator, load_cifar10, split_holdout
+from training.data import DataError, TensorSplit, augment_cifar, cutout_, epoch_generator, load_cifar10, split_holdout
 from training.imagefolder import check_image_folder
 
 
@@ -84,6 +84,33 @@ def test_augment_crops_a_padded_window_and_flips():
     assert 10 < flips < 54  # about half are flipped
     again = augment_cifar(images, epoch_generator(0, 0))
     assert torch.equal(out, again)  # same (seed, epoch) -> same augmentation
+
+
+def test_cutout_blanks_one_clipped_square_per_image():
+    images = torch.randn(256, 3, 32, 32).add(10).contiguous(memory_format=torch.channels_last)  # no zeros of its own
+    out = cutout_(images.clone(), 16, epoch_generator(0, 0))
+    assert out.shape == images.shape and out.is_contiguous(memory_format=torch.channels_last)
+    holes = out == 0
+    assert torch.equal(holes[:, :1].expand_as(holes), holes)  # every channel of a pixel, or none
+    hole = holes[:, 0]  # (N, H, W)
+    rows, cols = hole.any(2), hole.any(1)  # (N, H), (N, W)
+    for i in range(len(hole)):
+        r, c = rows[i].nonzero().flatten(), cols[i].nonzero().flatten()
+        assert 8 <= len(r) <= 16 and 8 <= len(c) <= 16  # a centre anywhere: at least half the square is inside
+        assert torch.equal(r, torch.arange(r[0], r[-1] + 1)) and torch.equal(c, torch.arange(c[0], c[-1] + 1))
+        assert hole[i].sum() == len(r) * len(c)  # one rectangle, the rest untouched
+        assert torch.equal(out[i][:, ~hole[i]], images[i][:, ~hole[i]])
+    assert (rows.sum(1) < 16).any() and (rows.sum(1) == 16).any()  # both clipped and whole squares occur
+    assert torch.equal(out, cutout_(images.clone(), 16, epoch_generator(0, 0)))
+
+
+def test_cutout_applies_to_training_batches_only(toy_cifar, tmp_path):
+    data = load_cifar10(toy_cifar, tmp_path)["train"]
+    blanked = lambda split: sum(int((x == 0).all(1).sum()) for x, _ in split.batches(0))  # noqa: E731
+    with_cutout = TensorSplit(data, 16, torch.device("cpu"), train=True, cutout_size=8)
+    assert blanked(with_cutout) >= len(data.labels) * 16  # at least a clipped 4x4 per image
+    assert blanked(TensorSplit(data, 16, torch.device("cpu"), train=False, cutout_size=8)) == 0
+    assert blanked(TensorSplit(data, 16, torch.device("cpu"), train=True)) < blanked(with_cutout) / 10
 
 
 def test_tensor_split_shards_and_normalises(toy_cifar, tmp_path):

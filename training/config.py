@@ -112,6 +112,13 @@ def get_args_parser() -> FlagParser:
     )
     g.add_argument("--input-size", type=int, default=224, help="imagefolder crop size")
     g.add_argument("--workers", type=int, default=4, help="DataLoader workers (imagefolder)")
+    g.add_argument(
+        "--cutout",
+        type=int,
+        default=0,
+        metavar="SIZE",
+        help="cifar10: also blank a SIZE x SIZE square per training image (Cutout; 16 in its paper; default 0: off)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help="epochs to train (overrides a recipe's iterations)")
     g.add_argument("--iterations", type=int, default=None, help="total SGD steps (the paper's CIFAR runs: 64000)")

@@ -213,6 +213,22 @@ def augment_cifar(images: Tensor, generator: torch.Generator) -> Tensor:
     return crops.permute(0, 3, 1, 2)
 
 
+def cutout_(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """Cutout (DeVries & Taylor, 2017): per image, a ``size`` x ``size`` square at a random centre (clipped at the
+    border, so it may be partly outside) set to 0, which after normalisation is the dataset's mean colour.
+
+    ``images``: (N, C, H, W) normalised floats, changed in place (keeping their memory format) and returned.
+    """
+    n, _, h, w = images.shape
+    device = images.device
+    top = torch.randint(0, h, (n, 1, 1), generator=generator, device=device) - size // 2  # (N, 1, 1)
+    left = torch.randint(0, w, (n, 1, 1), generator=generator, device=device) - size // 2
+    rows = torch.arange(h, device=device)[None, :, None]  # (1, H, 1)
+    cols = torch.arange(w, device=device)[None, None, :]  # (1, 1, W)
+    hole = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)  # (N, H, W)
+    return images.masked_fill_(hole[:, None], 0.0)
+
+
 class Split:
     """One split, iterated as ``(images, labels)`` batches on ``device`` for this rank's share."""
 
@@ -238,12 +254,13 @@ class TensorSplit(Split):
         world_size: int = 1,
         mean: tuple[float, ...] = CIFAR10_MEAN,
         std: tuple[float, ...] = CIFAR10_STD,
+        cutout_size: int = 0,
     ) -> None:
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.classes, self.num_samples = data.classes, len(data.labels)
         self.batch_size, self.device, self.train, self.seed = batch_size, device, train, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.cutout_size = rank, world_size, cutout_size
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
 
@@ -269,7 +286,10 @@ class TensorSplit(Split):
             images = self.images[idx]
             if self.train:
                 images = augment_cifar(images, generator)
-            yield (images.float() - self.mean) / self.std, self.labels[idx]
+            normalised = (images.float() - self.mean) / self.std
+            if self.train and self.cutout_size:
+                cutout_(normalised, self.cutout_size, generator)
+            yield normalised, self.labels[idx]
 
 
 def split_holdout(data: ImageTensors, holdout: int, seed: int) -> tuple[ImageTensors, ImageTensors]:
