@@ -11,6 +11,7 @@
 # The default flags follow what the H200 measured on 2026-11-27 suggests (docs/benchmarks.md, "Training on a GPU"): the
 # eager step is launch-bound (resnet56: 24 ms at batch 128, 29 ms at batch 512), so batch 512 trains 3.3x faster;
 # the learning rate scales with the batch (0.1 x 512/128, Goyal et al. 2017) after a 5-epoch linear warm-up.
+# Cutout 16 as in the CPU's 160-epoch run (docs/experiments/default-model.md).
 # The first call (2026-11-27) ran the paper's recipe at batch 128 instead: FLAGS="--model resnet56 --recipe
 # paper-cifar --val-split 0" EPOCHS=164; 47 epochs fit (86.06%).
 set -uo pipefail
@@ -22,7 +23,7 @@ PY=${PY:-python3}
 RUNS=${RUNS:-/tmp/gpu-runs}
 EPOCHS=${EPOCHS:-160}
 flags=(--model resnet56 --val-split 0 --batch-size 512 --lr 0.4 --lr-schedule cosine
-  --warmup-iters 490 --warmup-mode linear --warmup-lr 0.04 --weight-decay 5e-4 --eval-every 4)
+  --warmup-iters 490 --warmup-mode linear --warmup-lr 0.04 --weight-decay 5e-4 --cutout 16 --eval-every 4)
 [ -n "${FLAGS:-}" ] && read -r -a flags <<<"$FLAGS"
 start=$(date +%s)
 elapsed() { echo $(($(date +%s) - start)); }
