@@ -26,16 +26,16 @@ BENCH_MODELS = ("resnet50", "resnet18", "resnet50-int8", "resnet18-int8")
 
 def ensure_bench_models(repository: Path, names: list[str], photos: Path = DEFAULT_PHOTOS) -> dict[str, Path]:
     """Random-weight ResNet-18/50 (and int8 versions calibrated on ``photos``) exported once into ``repository``
-    (needs the export extra). Returns version dirs by name."""
+    (needs the export extra), as ``export/export.py --random ARCH [--int8 --calibration-images photos]`` would.
+    Returns version dirs by name."""
     out = {}
     for name in names:
         if not list_versions(repository, name):
-            from tests.conftest import export_random_model
+            from export.pipeline import ExportOptions, export_to_repository
+            from export.sources import from_random
 
-            labels = [f"class{i}" for i in range(1000)]
-            arch = name.removesuffix("-int8")
             int8 = dict(int8=True, calibration_images=photos) if name.endswith("-int8") else {}
-            export_random_model(repository, name, arch, labels=labels, resize=256, crop=224, **int8)
+            export_to_repository(from_random(name.removesuffix("-int8")), repository, name, ExportOptions(**int8))
         out[name] = repository / name / str(list_versions(repository, name)[-1])
     return out
 

@@ -3,6 +3,7 @@
     python export/export.py --checkpoint runs/x/best.pt --name cifar10-resnet56 --repository models
     python export/export.py --torchvision resnet50 --weights IMAGENET1K_V2 --weights-file resnet50.pth \\
         --name resnet50 --repository models
+    python export/export.py --random resnet50 --name resnet50-load-test --parity-images photos/   # random weights
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ if __package__ in (None, ""):  # run as a script: the repository root, not expor
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from export.pipeline import ExportOptions, export_to_repository, summary
-from export.sources import TORCHVISION_ARCHS, ExportError, from_checkpoint, from_torchvision
+from export.sources import TORCHVISION_ARCHS, ExportError, from_checkpoint, from_random, from_torchvision
+from training.models import list_models
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -23,6 +25,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="a training/train.py checkpoint (last.pt or best.pt)")
     src.add_argument("--torchvision", choices=TORCHVISION_ARCHS, help="our network with torchvision's pretrained weights")
+    src.add_argument(
+        "--random",
+        choices=list_models(),
+        metavar="ARCH",
+        help="our network with random weights, for load tests and benchmarks (no training, no download)",
+    )
+    p.add_argument("--num-classes", type=int, help="--random: output classes (default 10 for CIFAR nets, 1000 otherwise)")
+    p.add_argument("--seed", type=int, default=0, help="--random: the seed of the weights (default 0)")
     p.add_argument("--weights", help="which torchvision weights (default IMAGENET1K_V1; e.g. IMAGENET1K_V2)")
     p.add_argument("--weights-file", type=Path, help="a local copy of those weights (a state dict), instead of downloading")
     p.add_argument("--name", required=True, help="model name in the repository, e.g. cifar10-resnet56")
@@ -63,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.checkpoint and (args.weights or args.weights_file):
             raise ExportError("--weights and --weights-file go with --torchvision, not --checkpoint")
+        if args.num_classes is not None and not args.random:
+            raise ExportError("--num-classes goes with --random")
         if args.checkpoint:
             source = from_checkpoint(args.checkpoint)
+        elif args.random:
+            source = from_random(args.random, args.num_classes, args.seed)
         else:
             source = from_torchvision(args.torchvision, args.weights, args.weights_file)
         path = export_to_repository(source, args.repository, args.name, options)

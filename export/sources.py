@@ -1,4 +1,4 @@
-"""Where an exported network comes from: a training checkpoint or torchvision's pretrained weights.
+"""Where an exported network comes from: a training checkpoint, torchvision's pretrained weights, or random weights.
 
 Each source gives the network (ours, from ``training.models``), its labels, preprocessing, metrics and
 provenance: everything the manifest records besides the graph.
@@ -19,7 +19,8 @@ from torch import nn
 from model_repository import Preprocess, sha256_file
 from training.checkpoint import load_checkpoint, weights_only
 from training.config import command_line
-from training.models import IMAGENET_DEPTHS, get_model
+from training.data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from training.models import IMAGENET_DEPTHS, get_model, get_spec
 
 TORCHVISION_ARCHS = tuple(f"resnet{d}" for d in IMAGENET_DEPTHS)
 
@@ -177,3 +178,33 @@ def from_torchvision(arch: str, weights_name: str | None = None, weights_file: s
     }
     source = {"type": "torchvision", "weights": f"{type(weights).__name__}.{weights.name}", **provenance}
     return ModelSource(model.eval(), arch, list(weights.meta["categories"]), preprocess, metrics, source)
+
+
+def from_random(arch: str, num_classes: int | None = None, seed: int = 0) -> ModelSource:
+    """Our network with random weights, for load tests and benchmarks (speed does not depend on the weights).
+
+    BatchNorm gets random running statistics too, so outputs differ clearly between inputs. Labels are
+    ``class0``.. (predictions mean nothing); preprocessing is the family's (CIFAR 32x32, ImageNet 256 -> 224).
+    """
+    try:
+        spec = get_spec(arch)
+    except (KeyError, ValueError) as exc:
+        raise ExportError(str(exc)) from None
+    num_classes = num_classes or spec.default_num_classes
+    torch.manual_seed(seed)
+    model = get_model(arch, num_classes=num_classes).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.uniform_(-0.2, 0.2)
+    cifar = spec.family == "cifar"
+    preprocess = eval_preprocess(spec.input_size, *((CIFAR10_MEAN, CIFAR10_STD) if cifar else (IMAGENET_MEAN, IMAGENET_STD)))
+    return ModelSource(
+        model,
+        arch,
+        [f"class{i}" for i in range(num_classes)],
+        preprocess,
+        metrics={"note": "random weights: for load tests and benchmarks, predictions mean nothing"},
+        source={"type": "random", "seed": seed},
+    )

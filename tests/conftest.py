@@ -93,24 +93,16 @@ def export_random_model(
     seed: int = 0,
     **options,
 ) -> Path:
-    """Export a randomly initialised network of ours into ``repository`` (no training, no downloads)."""
-    import torch
-
+    """Export a randomly initialised network of ours into ``repository`` (no training, no downloads), with
+    ``labels`` and ImageNet-normalised ``resize``/``crop`` preprocessing."""
     from export.pipeline import ExportOptions, export_to_repository
-    from export.sources import ModelSource
+    from export.sources import from_random
     from model_repository import Preprocess
-    from training.models import get_model
 
     labels = labels or TOY_CLASSES
-    torch.manual_seed(seed)
-    model = get_model(arch, num_classes=len(labels)).eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so outputs differ clearly between inputs
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.uniform_(0.5, 2.0)
-                m.running_mean.uniform_(-0.2, 0.2)
-    spec = Preprocess(resize=resize, crop=crop, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    source = ModelSource(model, arch, list(labels), spec, metrics={"note": "random weights"}, source={"type": "test"})
+    source = from_random(arch, len(labels), seed)
+    source.labels = list(labels)
+    source.preprocess = Preprocess(resize=resize, crop=crop, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     return export_to_repository(source, repository, name, ExportOptions(**options))
 
 

@@ -21,7 +21,7 @@ import torchvision
 from export import pipeline, sources
 from export.export import main as export_main
 from export.pipeline import ExportOptions, export_to_repository
-from export.sources import ExportError, from_checkpoint, from_torchvision
+from export.sources import ExportError, from_checkpoint, from_random, from_torchvision
 from export.validate import main as validate_main
 from model_repository import (
     ManifestError,
@@ -325,3 +325,23 @@ def test_int8_export_is_quantized_and_checked(checkpoint, tmp_path):
     assert manifest.parity["decisive_top1_agreement_pct"] >= 95 and manifest.parity["max_abs_prob_diff"] <= 0.1
     assert "calibration" in manifest.source["export"]["quantization"]
     assert validate_main([str(version)]) == 0
+
+
+def test_random_weights_export_for_load_tests(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    fixtures = Path(__file__).parent / "fixtures" / "cifar10"
+    argv = ["--random", "resnet20", "--name", "load", "--repository", str(repo), "--parity-images", str(fixtures)]
+    assert export_main(argv) == 0
+    assert export_main([*argv, "--seed", "1", "--num-classes", "3"]) == 0
+    first, second = read_manifest(repo / "load" / "1"), read_manifest(repo / "load" / "2")
+    assert (first.source["type"], first.source["seed"]) == ("random", 0) and first.labels == [f"class{i}" for i in range(10)]
+    assert (first.preprocess.resize, first.preprocess.crop, first.preprocess.mean) == (32, 32, (0.4914, 0.4822, 0.4465))
+    assert first.parity["top1_agreement_pct"] == 100.0 and "random weights" in first.metrics["note"]
+    assert second.source["seed"] == 1 and second.num_classes == 3
+    assert validate_main([str(repo / "load" / "2")]) == 0
+    big = from_random("resnet50")  # ImageNet nets: 1000 classes, resize 256 -> crop 224
+    assert (len(big.labels), big.preprocess.resize, big.preprocess.crop) == (1000, 256, 224)
+    assert export_main(["--checkpoint", "x.pt", "--num-classes", "3", "--name", "n", "--repository", str(repo)]) == 1
+    assert "--num-classes goes with --random" in capsys.readouterr().err
+    with pytest.raises(ExportError, match="unknown model"):
+        from_random("resnet21")
