@@ -53,7 +53,7 @@ def resize_and_crop(img: Image.Image, spec: Preprocess) -> Image.Image:
 
 @functools.lru_cache(maxsize=16)
 def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """(3, 256) float32: the normalised value of each 8-bit level per channel, computed as ``normalize`` did."""
+    """(3, 256) float32: ``(level / 255 - mean) / std`` for each 8-bit level, per channel."""
     levels = np.arange(256, dtype=np.float32)[None, :] * np.float32(1 / 255)
     mean_ = np.asarray(mean, dtype=np.float32)[:, None]
     inv_std = 1 / np.asarray(std, dtype=np.float32)[:, None]
