@@ -29,7 +29,7 @@ def by_kind(docs: list[dict]) -> dict[str, dict]:
     return {d["kind"]: d for d in docs}
 
 
-@pytest.mark.parametrize("overlay", ["base", "overlays/gpu"])
+@pytest.mark.parametrize("overlay", ["base", "overlays/gpu", "overlays/inflight-autoscaling"])
 def test_manifests_validate_against_kubernetes_schemas(overlay):
     docs = render(K8S / overlay)
     assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
@@ -66,6 +66,23 @@ def test_gpu_overlay():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     env = {e["name"]: e["value"] for e in container["env"]}
     assert set(env) <= SETTINGS_ENV and env["RESNET_SERVE_PROVIDERS"].startswith("TensorrtExecutionProvider")
+
+
+def test_inflight_autoscaling_overlay_reads_a_metric_the_service_exports():
+    from service.metrics import Metrics
+
+    hpa = by_kind(render(K8S / "overlays" / "inflight-autoscaling"))["HorizontalPodAutoscaler"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "24"}
+    name = metric["pods"]["metric"]["name"]
+    exported = {m.name for m in Metrics().registry.collect()}
+    assert name in exported
+    rules = yaml.safe_load((K8S / "overlays" / "inflight-autoscaling" / "prometheus-adapter-rule.yaml").read_text())
+    (rule,) = rules["rules"]
+    assert rule["name"]["as"] == name and rule["seriesQuery"].startswith(name + "{")
+    # The target is below one pod's work capacity with the default settings, so pods scale out before queueing.
+    defaults = Settings()
+    assert 0 < int(metric["pods"]["target"]["averageValue"]) < 2 * defaults.max_batch_size * defaults.instances
 
 
 def test_compose_file():
