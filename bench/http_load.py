@@ -56,23 +56,22 @@ class Process:
             self.proc.kill()
 
 
+def metric_sums(url: str, *prefixes: str) -> list[float]:
+    """For each prefix, the sum of the service's /metrics samples whose line starts with it (0 when none does)."""
+    lines = httpx.get(url + "/metrics", timeout=5).text.splitlines()
+    return [sum(float(line.split()[-1]) for line in lines if line.startswith(prefix)) for prefix in prefixes]
+
+
 def batch_totals(url: str) -> tuple[float, float]:
     """(sum, count) of the batch-size histogram, over all models."""
-    total = count = 0.0
-    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith("resnet_serve_batch_size_sum"):
-            total += float(line.split()[-1])
-        elif line.startswith("resnet_serve_batch_size_count"):
-            count += float(line.split()[-1])
+    total, count = metric_sums(url, "resnet_serve_batch_size_sum", "resnet_serve_batch_size_count")
     return total, count
 
 
 def classified(url: str) -> float:
     """Requests answered 200 by /classify so far (the service's own counter)."""
-    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith('resnet_serve_requests_total{route="/classify",status="200"}'):
-            return float(line.split()[-1])
-    return 0.0
+    (answered,) = metric_sums(url, 'resnet_serve_requests_total{route="/classify",status="200"}')
+    return answered
 
 
 def settle(url: str, is_service: bool, warmup_p99_ms: float, limit_s: float = 60.0) -> None:
@@ -83,10 +82,7 @@ def settle(url: str, is_service: bool, warmup_p99_ms: float, limit_s: float = 60
         time.sleep(min(limit_s, warmup_p99_ms / 1000 + 0.5))
         return
     deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        text = httpx.get(url + "/metrics", timeout=5).text
-        if any(line.split()[-1] == "0.0" for line in text.splitlines() if line.startswith("resnet_serve_inflight_requests ")):
-            return
+    while time.monotonic() < deadline and metric_sums(url, "resnet_serve_inflight_requests ")[0] > 0:
         time.sleep(0.05)
 
 

@@ -191,6 +191,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit("error: --lr must not be negative")
     if args.deepen and not args.init_from:
         raise SystemExit("error: --deepen needs --init-from (the shallower trained net)")
+    if args.cutout and args.dataset != "cifar10":
+        raise SystemExit("error: --cutout is implemented for --dataset cifar10 only")
     return args
 
 

@@ -62,8 +62,6 @@ def build_data(args, rank: int, world_size: int, device: torch.device) -> tuple[
             train, evals["val"] = split_holdout(train, args.val_split, args.seed)
         make = lambda data, is_train: TensorSplit(data, per_rank_batch, train=is_train, cutout_size=args.cutout, **common)  # noqa: E731
         return make(train, True), {k: make(v, False) for k, v in evals.items()}, train.classes, CIFAR10_MEAN, CIFAR10_STD
-    if args.cutout:
-        raise SystemExit("--cutout is implemented for --dataset cifar10 only")
     train_ds, eval_ds, classes = imagefolder_datasets(Path(args.data_dir), args.input_size, args.val_split, args.seed)
     make = lambda ds, is_train: LoaderSplit(ds, classes, per_rank_batch, train=is_train, workers=args.workers, **common)  # noqa: E731
     return make(train_ds, True), {k: make(v, False) for k, v in eval_ds.items()}, classes, IMAGENET_MEAN, IMAGENET_STD
