@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import kubernetes_validate
 import pytest
@@ -70,6 +71,7 @@ def test_gpu_overlay():
 
 def test_inflight_autoscaling_overlay_reads_a_metric_the_service_exports():
     from service.metrics import Metrics
+    from service.state import ServiceState
 
     hpa = by_kind(render(K8S / "overlays" / "inflight-autoscaling"))["HorizontalPodAutoscaler"]
     (metric,) = hpa["spec"]["metrics"]
@@ -81,8 +83,8 @@ def test_inflight_autoscaling_overlay_reads_a_metric_the_service_exports():
     (rule,) = rules["rules"]
     assert rule["name"]["as"] == name and rule["seriesQuery"].startswith(name + "{")
     # The target is below one pod's work capacity with the default settings, so pods scale out before queueing.
-    defaults = Settings()
-    assert 0 < int(metric["pods"]["target"]["averageValue"]) < 2 * defaults.max_batch_size * defaults.instances
+    capacity = ServiceState.work_capacity.fget(SimpleNamespace(settings=Settings()))  # the service's own rule
+    assert 0 < int(metric["pods"]["target"]["averageValue"]) < capacity
 
 
 def test_compose_file():
