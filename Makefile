@@ -63,7 +63,7 @@ bench: setup tools
 models-table: setup
 	$(PY) -m training.models
 
-# Retrain and export the bundled default model (docs/experiments/default-model.md; ~4 h 20 min on two CPU cores).
+# Retrain and export the bundled default model (docs/experiments/default-model.md; ~8 min on an H200, ~6.5 h on two CPU cores).
 CIFAR ?= ../shared/data/cifar10-jpeg.tar.gz
 default-model: setup
 	docs/experiments/default-model.sh $(CIFAR) 0 $(MODELS)

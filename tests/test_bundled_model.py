@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from model_repository import list_model_names, list_versions, read_manifest, sha
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import ROOT
+from training.config import get_args_parser, resolve_args
 
 MODELS = ROOT / "models"
 FIXTURES = Path(__file__).parent / "fixtures" / "cifar10"
@@ -52,3 +54,28 @@ def test_bundled_model_classifies_real_cifar_images():
             correct += r.json()["predictions"][0]["label"] == f.stem.rsplit("_", 1)[0]
     # 20 real CIFAR-10 test images, two per class; chance is 10%.
     assert correct / len(files) >= 0.7, f"{correct}/{len(files)} correct"
+
+
+def _script_train_args(script: Path) -> dict[str, object]:
+    """The resolved train.py arguments of the one train.py command in a shell script (its variables as placeholders)."""
+    text = script.read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if "training/train.py" in ln and not ln.lstrip().startswith("#")]
+    words = shlex.split(line)
+    argv = words[words.index("training/train.py") + 1 :]
+    argv = [{"$DATA": "data.tar.gz", "$THREADS": "0", "$RUN": "run"}.get(w, w) for w in argv]
+    return vars(resolve_args(get_args_parser().parse_args(argv)))
+
+
+def test_make_default_model_reproduces_the_newest_bundled_version():
+    # `make default-model` must retrain what is served: every argument that changes the weights matches the newest
+    # bundled version's recorded training arguments (paths, device, threads and logging may differ).
+    name = next(n for n in list_model_names(MODELS) if n.startswith("cifar10-"))
+    newest = max(list_versions(MODELS, name))
+    recorded = read_manifest(MODELS / name / str(newest)).source["training_args"]
+    scripted = _script_train_args(ROOT / "docs" / "experiments" / "default-model.sh")
+    incidental = {"data_dir", "cache_dir", "output_dir", "device", "threads", "resume", "no_progress", "eval_every"}
+    differing = {k: (scripted.get(k), v) for k, v in recorded.items() if k not in incidental and scripted.get(k) != v}
+    # train.py adds run facts that are not flags (world_size, total_steps, ...): all present in the script's run too
+    differing = {k: pair for k, pair in differing.items() if k in scripted}
+    assert not differing, f"default-model.sh (script, manifest): {differing}"
+    assert scripted["amp"] == recorded["amp"] and scripted["model"] == recorded["model"] == "resnet56"
