@@ -24,8 +24,7 @@ from pathlib import Path
 import httpx
 from common import BENCH_MODELS, DEFAULT_PHOTOS, ROOT, ensure_bench_models, latest_version
 from PIL import Image
-
-from tests.conftest import free_port, wait_for_http
+from procs import free_port, wait_for_http
 
 PY = sys.executable
 WRK_SCRIPT = ROOT / "bench" / "wrk_photos.lua"

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,30 +14,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TOY_CLASSES = ["red", "green", "blue"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(proc: subprocess.Popen, url: str, timeout_s: float, ready_statuses: tuple[int, ...] = (200,)) -> str | None:
-    """Wait until GET ``url`` answers one of ``ready_statuses`` (None), ``proc`` exits or ``timeout_s`` passes
-    (the reason, as words). Used by the service-process tests and bench/http_load.py."""
-    import httpx
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            return f"exited with status {proc.returncode}"
-        try:
-            if httpx.get(url, timeout=2).status_code in ready_statuses:
-                return None
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    return f"not ready after {timeout_s:.0f} s"
 
 
 def toy_image(class_index: int, rng: np.random.Generator, size: int = 32) -> Image.Image:

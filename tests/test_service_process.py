@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, export_random_model, free_port, jpeg_bytes, make_image_folder, train_argv, wait_for_http
+from bench.procs import free_port, wait_for_http
+from tests.conftest import ROOT, export_random_model, jpeg_bytes, make_image_folder, train_argv
 
 pytestmark = pytest.mark.slow
 
