@@ -52,28 +52,12 @@ DEFAULTS: dict[str, object] = dict(
 
 
 class FlagParser(argparse.ArgumentParser):
-    """An ArgumentParser that lists the flags it defines (``flags``), which argparse keeps private."""
+    """An ArgumentParser that lists the flags it defines, its groups' included (``flags``)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        self.flags: list[argparse.Action] = []  # before super().__init__, which adds --help
-        super().__init__(*args, **kwargs)
-
-    def add_argument(self, *args, **kwargs) -> argparse.Action:
-        action = super().add_argument(*args, **kwargs)
-        self.flags.append(action)
-        return action
-
-    def add_argument_group(self, *args, **kwargs):
-        group = super().add_argument_group(*args, **kwargs)
-        add_to_group = group.add_argument
-
-        def add_argument(*a, **kw) -> argparse.Action:
-            action = add_to_group(*a, **kw)
-            self.flags.append(action)
-            return action
-
-        group.add_argument = add_argument
-        return group
+    @property
+    def flags(self) -> list[argparse.Action]:
+        # argparse keeps this list private but stable; every argument group appends to the parser's own list.
+        return list(self._actions)
 
 
 def get_args_parser() -> FlagParser:
