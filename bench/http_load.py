@@ -40,12 +40,17 @@ def rss_mb(pid: int) -> float:
 class Process:
     def __init__(self, argv: list[str], url: str, ready_path: str) -> None:
         self.url = url
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server) its output, shown if it fails to start
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keeps a caller's extra packages
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}
+            argv, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": path}
         )
         failure = wait_for_http(self.proc, url + ready_path, 180, ready_statuses=(200, 405))
         if failure:
-            raise SystemExit(f"server {failure}: {argv}")
+            self.stop()
+            self.log.seek(0)
+            tail = self.log.read().decode(errors="replace")[-3000:]
+            raise SystemExit(f"server {failure}: {argv}\n{tail}")
 
     def stop(self) -> None:
         self.proc.terminate()

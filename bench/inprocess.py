@@ -21,7 +21,9 @@ from service.runtime import ModelLoadError, OrtRunner
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
-def measure(version_dir: Path, backend: Backend, photos: list[bytes], batches, seconds: float, threads: int) -> dict:
+def measure(
+    version_dir: Path, backend: Backend, photos: list[bytes], batches, seconds: float, threads: int, loop_threads: int = 2
+) -> dict:
     manifest = manifest_of(version_dir)
     runner = OrtRunner(version_dir / manifest.file, manifest, backend, threads, 1)
     size = manifest.input_size
@@ -38,9 +40,9 @@ def measure(version_dir: Path, backend: Backend, photos: list[bytes], batches, s
     per_image, _ = rate(lambda: image_to_input(photos[next(i) % len(photos)], spec, max_px), seconds)
     result["preprocess_img_s"] = 1 / per_image
 
-    # The plain loop: decode+preprocess a batch in a 2-thread pool while the previous batch runs, as a
-    # well-written single-process script would, with no HTTP.
-    pool = ThreadPoolExecutor(2)
+    # The plain loop: decode+preprocess a batch in a thread pool (2 threads: the development machine's cores) while
+    # the previous batch runs, as a well-written single-process script would, with no HTTP.
+    pool = ThreadPoolExecutor(loop_threads)
 
     def prepare(k: int):
         items = [photos[(k * best + j) % len(photos)] for j in range(best)]
@@ -71,6 +73,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: all cores)")
     p.add_argument("--backends", nargs="*", help="e.g. CPU/fp32 OpenVINO/bf16 (default: every candidate here)")
+    p.add_argument("--loop-threads", type=int, default=2, help="decoding threads of the plain loop (2: this machine's cores)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     photos = photo_bytes(args.photos, 50)
@@ -86,7 +89,7 @@ def main() -> None:
             backends = [b for b in backends if b.label in args.backends or b.precision == "int8"]
         for backend in backends:
             try:
-                r = measure(version_dir, backend, photos, args.batches, args.seconds, args.threads)
+                r = measure(version_dir, backend, photos, args.batches, args.seconds, args.threads, args.loop_threads)
             except ModelLoadError as exc:
                 print(f"{model} {backend.label}: skipped ({exc})")
                 continue
