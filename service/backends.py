@@ -34,6 +34,13 @@ class Backend:
     precision: str  # the arithmetic the provider is asked for: fp32, bf16 or fp16
 
     @property
+    def fixed_shapes(self) -> bool:
+        """GPU providers tune per input shape (the CUDA provider runs cuDNN's algorithm search for each new shape;
+        TensorRT builds an engine per shape profile), so a batch size seen for the first time stalls the batch.
+        Their batches are padded to the few sizes warmed up at load (``OrtRunner.pad_batches_to``)."""
+        return self.provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+    @property
     def label(self) -> str:
         return f"{self.provider.removesuffix('ExecutionProvider')}/{self.precision}"
 

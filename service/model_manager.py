@@ -117,10 +117,11 @@ class ModelManager:
                 log.warning("%s version %d: %s", name, version, exc)
                 rejected.append(str(exc))
                 continue
+            sizes = warmup_batch_sizes(min(s.max_batch_size, manifest.static_batch or s.max_batch_size))
+            if backend.fixed_shapes:
+                runner.pad_batches_to(sizes)
             if s.warmup:
-                runner.warmup(
-                    manifest.input_size, warmup_batch_sizes(min(s.max_batch_size, manifest.static_batch or s.max_batch_size))
-                )
+                runner.warmup(manifest.input_size, sizes)
             return path, manifest, runner, {"backend": backend.label, "golden": golden, "rejected": rejected}
         raise ModelLoadError(f"no backend passed for {name} version {version}: {'; '.join(rejected)}")
 

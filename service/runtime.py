@@ -43,18 +43,24 @@ class OrtRunner:
         self.input_name, self.output_name = manifest.input.name, manifest.output.name
         self.static_batch = manifest.static_batch
         self.num_classes = manifest.num_classes
+        self.batch_sizes: tuple[int, ...] = ()  # set by pad_batches_to: the only batch sizes the session then sees
+
+    def pad_batches_to(self, sizes: list[int]) -> None:
+        """Zero-pad each batch up to the smallest of ``sizes`` that holds it (larger batches run as they are)."""
+        self.batch_sizes = tuple(sorted(set(sizes)))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) -> (N, C) logits; a static-batch graph gets zero-padded chunks of its batch size."""
+        """(N, 3, H, W) -> (N, C) logits. Zero rows pad the batch up to the sizes ``pad_batches_to`` set (the rows
+        of a batch do not interact in inference), and a static-batch graph gets zero-padded chunks of its size."""
+        n = len(batch)
         if self.static_batch is None:
-            return self.session.run([self.output_name], {self.input_name: batch})[0]
-        n, size = len(batch), self.static_batch
-        outputs = []
-        for start in range(0, n, size):
-            chunk = batch[start : start + size]
-            if len(chunk) < size:
-                chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-            outputs.append(self.session.run([self.output_name], {self.input_name: chunk})[0])
+            size = next((s for s in self.batch_sizes if s >= n), n)
+            return self.session.run([self.output_name], {self.input_name: _zero_pad(batch, size)})[0][:n]
+        size = self.static_batch
+        outputs = [
+            self.session.run([self.output_name], {self.input_name: _zero_pad(batch[start : start + size], size)})[0]
+            for start in range(0, n, size)
+        ]
         return np.concatenate(outputs)[:n]
 
     def warmup(self, input_size: int, batch_sizes: list[int]) -> None:
@@ -87,6 +93,13 @@ class OrtRunner:
         if flipped.any() or prob_diff > tolerance:
             raise ModelLoadError(f"golden check failed on {self.backend.label}: {result}")
         return result
+
+
+def _zero_pad(batch: np.ndarray, size: int) -> np.ndarray:
+    """(n, ...) -> (size, ...) with zero rows appended; the batch itself when n >= size."""
+    if len(batch) >= size:
+        return batch
+    return np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
 
 
 def warmup_batch_sizes(max_batch_size: int) -> list[int]:

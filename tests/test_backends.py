@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
+from model_repository import read_manifest
 from service.app import create_app
 from service.backends import Backend, candidate_backends, cpu_supports_bf16
+from service.runtime import OrtRunner
 from service.settings import Settings
 from tests.conftest import export_random_model
 
@@ -84,3 +87,51 @@ def test_int8_graph_runs_as_int8(tmp_path):
     assert [b.precision for b in candidate_backends([], "auto", True, True, graph_precision="int8")] == ["int8"] * len(
         candidate_backends([], "fp32", True, True)
     )
+
+
+def test_gpu_providers_take_fixed_batch_shapes():
+    assert Backend("CUDAExecutionProvider", "fp32").fixed_shapes and Backend("TensorrtExecutionProvider", "fp16").fixed_shapes
+    assert not Backend("CPUExecutionProvider", "fp32").fixed_shapes
+    assert not Backend("OpenVINOExecutionProvider", "bf16").fixed_shapes
+
+
+class RecordingSession:
+    """Delegates to an ONNX Runtime session, recording the batch size of every run."""
+
+    def __init__(self, session) -> None:
+        self.session, self.batch_sizes = session, []
+
+    def run(self, outputs, feeds):
+        self.batch_sizes.append(next(iter(feeds.values())).shape[0])
+        return self.session.run(outputs, feeds)
+
+
+def test_padded_batches_give_the_unpadded_rows(repository):
+    version_dir = repository / "toy" / "1"
+    manifest = read_manifest(version_dir)
+    runner = OrtRunner(version_dir / manifest.file, manifest, Backend("CPUExecutionProvider", "fp32"))
+    runner.session = recorder = RecordingSession(runner.session)
+    batch = np.random.default_rng(0).standard_normal((11, 3, 32, 32)).astype(np.float32)
+    plain = runner(batch[:3])
+    runner.pad_batches_to([1, 2, 4, 8])
+    padded, exact, beyond = runner(batch[:3]), runner(batch[:8]), runner(batch)
+    assert recorder.batch_sizes == [3, 4, 8, 11]  # unpadded; 3 -> 4; 8 as it is; 11 > 8 runs as it is
+    classes = manifest.num_classes
+    assert padded.shape == (3, classes) and exact.shape == (8, classes) and beyond.shape == (11, classes)
+    np.testing.assert_allclose(padded, plain, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(beyond[:8], exact, rtol=1e-5, atol=1e-5)
+
+
+def test_a_gpu_backend_is_served_with_padded_batches(repository, monkeypatch):
+    # The manager pads for backends that tune per shape; on this CPU-only machine the CPU backend stands in.
+    monkeypatch.setattr(Backend, "fixed_shapes", property(lambda self: self.provider == "CPUExecutionProvider"))
+    app = create_app(
+        Settings(model_repository=repository, poll_interval_s=0, providers=["CPUExecutionProvider"], max_batch_size=12)
+    )
+    with TestClient(app) as c:
+        runner = c.app.state.service.models.get("toy").batcher.runner
+        assert runner.batch_sizes == (1, 2, 4, 8, 12)
+    monkeypatch.undo()
+    app = create_app(Settings(model_repository=repository, poll_interval_s=0, providers=["CPUExecutionProvider"]))
+    with TestClient(app) as c:
+        assert c.app.state.service.models.get("toy").batcher.runner.batch_sizes == ()
