@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare, on this machine, what docs/experiments/gpu-serve.sh needs on a lent GPU machine that the machine's image
-# lacks (it has PyTorch, CUDA 13 libraries and the CPU build of onnxruntime, but no onnxruntime-gpu, no FastAPI
-# stack and no wrk), in the ignored folder .gpu/:
+# lacks (it has PyTorch, CUDA 13 libraries and the CPU build of onnxruntime, but no onnxruntime-gpu, no FastAPI (nor
+# the opentelemetry-api it imports) and no wrk), in the ignored folder .gpu/:
 #   .gpu/p01 .. .gpu/pNN  the onnxruntime-gpu wheel (255 MB) cut into parts that each fit one call's 64 MiB
 #                          beside the working tree, carried one per call while the machine stays warm;
 #   .gpu/kit               its file name (wheel-name), the service's missing wheels, wrk with its LuaJIT library, 24 of the shared photos;
@@ -20,7 +20,7 @@ pip_download() {
 rm -rf .gpu && mkdir -p .gpu/kit/wheels .gpu/kit/bin .gpu/kit/lib .gpu/kit/photos .gpu/whole
 # The serving extra's packages the image does not have, at the versions this repository is tested with.
 versions() { .venv/bin/python -m pip freeze | grep -i -E "^($1)==" ; }
-mapfile -t serving < <(versions "fastapi|starlette|uvicorn|pydantic|pydantic[-_]core|pydantic[-_]settings|python-dotenv|python-multipart|annotated[-_]types|annotated-doc|typing[-_]inspection|typing[-_]extensions|httptools")
+mapfile -t serving < <(versions "fastapi|starlette|uvicorn|pydantic|pydantic[-_]core|pydantic[-_]settings|python-dotenv|python-multipart|annotated[-_]types|annotated-doc|typing[-_]inspection|typing[-_]extensions|httptools|opentelemetry[-_]api")
 pip_download .gpu/kit/wheels "${serving[@]}"
 pip_download .gpu/whole "$ORT_GPU"
 cp "$(command -v wrk)" .gpu/kit/bin/

@@ -24,7 +24,7 @@ wheel=/tmp/$(cat $KIT/wheel-name)
 missing=$(for i in 01 02 03 04 05 06 07; do [ -f ".gpu/p$i" ] || echo "p$i"; done)
 [ -z "$missing" ] || { echo "parts missing: $missing (the machine went back between calls?)"; exit 2; }
 cat .gpu/p?? >"$wheel"
-python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$wheel" $KIT/wheels/*.whl || exit 3
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$wheel" $KIT/wheels/*.whl || exit 3
 export PYTHONPATH=$SITE:$PWD
 # The CUDA provider loads libcudart/cublas/cudnn/cufft/curand: the image has them as PyTorch's nvidia-* wheels.
 nvidia_libs=$(python3 -c "import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0]))" 2>/dev/null)/nvidia
