@@ -2,8 +2,7 @@
 #
 #   docker build -t resnet-serve:latest .                                   # CPU (default base: python:3.11-slim)
 #   docker build -t resnet-serve:latest --build-arg BASE_IMAGE=resnet-serve-base:bookworm .
-#   docker build -t resnet-serve:gpu --build-arg VARIANT=gpu \
-#       --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 .   # onnxruntime-gpu
+#   docker build -t resnet-serve:gpu --build-arg VARIANT=gpu .              # onnxruntime-gpu with CUDA/cuDNN wheels
 #   docker build --build-arg PIP_CERT=.docker-certs/ca.pem ...              # TLS-intercepting proxy: a CA bundle in the context
 ARG BASE_IMAGE=python:3.11-slim
 

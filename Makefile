@@ -75,7 +75,8 @@ imagenet-model: setup
 
 # Container image (BASE_IMAGE=... for another base, e.g. resnet-serve-base:bookworm from deploy/base-image.sh).
 BASE_IMAGE ?= python:3.11-slim
-GPU_BASE_IMAGE ?= nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+# CUDA and cuDNN come as wheels with onnxruntime-gpu (its cuda/cudnn extras), the driver from the host: no CUDA base needed.
+GPU_BASE_IMAGE ?= $(BASE_IMAGE)
 docker-build:
 	docker build -t resnet-serve:latest --build-arg BASE_IMAGE=$(BASE_IMAGE) $(if $(PIP_CERT),--build-arg PIP_CERT=$(PIP_CERT),) .
 

@@ -4,6 +4,7 @@ padding, warm-up, and the golden-input precision check."""
 from __future__ import annotations
 
 import logging
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,16 @@ class ModelLoadError(RuntimeError):
     """A model version that cannot be served (bad files, no provider, failed golden check)."""
 
 
+@cache
+def load_gpu_libraries() -> None:
+    """Load the CUDA and cuDNN libraries that onnxruntime-gpu's ``cuda``/``cudnn`` extras install as pip wheels
+    (``nvidia-*``), so the CUDA provider finds the versions it was built for whatever CUDA the base image has
+    (onnxruntime-gpu 1.31 is built for CUDA 13). Libraries already on the loader's path are used otherwise."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+    if preload is not None:
+        preload()
+
+
 class OrtRunner:
     """Runs (N, 3, H, W) float32 batches through one session; thread-safe (ONNX Runtime releases the GIL)."""
 
@@ -32,6 +43,8 @@ class OrtRunner:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         providers, provider_options = backend.session_providers(intra_op_threads)
+        if backend.fixed_shapes:  # a GPU provider
+            load_gpu_libraries()
         try:
             self.session = ort.InferenceSession(str(model_path), options, providers=providers, provider_options=provider_options)
         except Exception as exc:  # onnxruntime raises its own exception types

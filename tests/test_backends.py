@@ -135,3 +135,21 @@ def test_a_gpu_backend_is_served_with_padded_batches(repository, monkeypatch):
     app = create_app(Settings(model_repository=repository, poll_interval_s=0, providers=["CPUExecutionProvider"]))
     with TestClient(app) as c:
         assert c.app.state.service.models.get("toy").batcher.runner.batch_sizes == ()
+
+
+def test_gpu_runners_preload_the_cuda_wheels_once(repository, monkeypatch):
+    # onnxruntime-gpu's cuda/cudnn extras install CUDA as pip wheels, found only once preloaded; CPU runners never ask.
+    import service.runtime as runtime
+
+    calls = []
+    monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(1), raising=False)
+    runtime.load_gpu_libraries.cache_clear()
+    version_dir = repository / "toy" / "1"
+    manifest = read_manifest(version_dir)
+    OrtRunner(version_dir / manifest.file, manifest, Backend("CPUExecutionProvider", "fp32"))
+    assert calls == []
+    monkeypatch.setattr(Backend, "fixed_shapes", property(lambda self: True))
+    for _ in range(2):
+        OrtRunner(version_dir / manifest.file, manifest, Backend("CPUExecutionProvider", "fp32"))
+    assert calls == [1]
+    runtime.load_gpu_libraries.cache_clear()
