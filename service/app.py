@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = ServiceState(
-            settings, metrics, ModelManager(settings, metrics), ThreadPoolExecutor(settings.preprocess_workers, "preprocess")
+            settings, metrics, ModelManager(settings, metrics), ThreadPoolExecutor(settings.preprocess_threads, "preprocess")
         )
         app.state.service = state
         metrics.inflight.set_function(lambda: state.inflight)  # read at scrape time only

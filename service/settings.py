@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -45,13 +46,13 @@ class Settings(BaseSettings):
     precision_fallback: bool = Field(True, description="fall back to fp32 when a reduced precision fails the golden check")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: one per core)")
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads")
-    preprocess_workers: int = Field(2, ge=1, description="threads decoding and preprocessing images")
+    preprocess_workers: int = Field(0, ge=0, description="threads decoding and preprocessing images (0: one per CPU available)")
     max_concurrent_work: int = Field(
         0,
         ge=0,
         description="requests decoded, queued or running at once; others wait undecoded (0: 2 x max_batch_size x instances)",
     )
-    warmup: bool = Field(True, description="run every batch size once at load")
+    warmup: bool = Field(True, description="run batch sizes 1, 2, 4, ... max_batch_size once at load")
     golden_tolerance: float = Field(0.05, gt=0, description="max |dprob| on the golden inputs before a backend is refused")
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest request body (413 beyond, refused while reading)")
@@ -63,6 +64,14 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long queued requests may take to finish")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: str = Field("info", description="log level")
+
+    @property
+    def preprocess_threads(self) -> int:
+        """``preprocess_workers``, or one per CPU this process may run on: decoding is most of a request's CPU
+        besides inference (2 threads measured best on the 2-core development machine; a GPU server has more)."""
+        if self.preprocess_workers:
+            return self.preprocess_workers
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     @field_validator("models", "providers", mode="before")
     @classmethod

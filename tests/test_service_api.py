@@ -420,3 +420,14 @@ def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository):
         assert state.inflight == 0 and model.batcher.pending == 0
         assert "resnet_serve_inflight_requests 0.0" in c.get("/metrics").text
         assert 'resnet_serve_rejected_requests_total{reason="client_closed_request"} 1.0' in c.get("/metrics").text
+
+
+def test_decoding_threads_default_to_one_per_available_cpu(repository):
+    import os
+
+    available = len(os.sched_getaffinity(0))
+    assert Settings(preprocess_workers=3).preprocess_threads == 3
+    assert Settings().preprocess_threads == available
+    for workers, expected in ((0, available), (3, 3)):
+        with client_for(repository, preprocess_workers=workers) as c:
+            assert c.app.state.service.preprocess_pool._max_workers == expected
