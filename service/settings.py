@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,6 +15,36 @@ def _split(value: object) -> object:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
+
+
+# cgroup v2's CPU limit ("QUOTA PERIOD" or "max PERIOD"); cgroup v1 keeps quota and period in two files.
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+
+
+def cgroup_cpu_limit() -> int | None:
+    """The container's CPU limit, rounded up to whole CPUs, or None when there is none (or no cgroup to read)."""
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (CGROUP_V1_CPU / "cpu.cfs_quota_us").read_text().strip()
+            period = (CGROUP_V1_CPU / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def affinity_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a container CPU limit."""
+    limit = cgroup_cpu_limit()
+    return min(affinity_cpus(), limit) if limit else affinity_cpus()
 
 
 class Settings(BaseSettings):
@@ -44,7 +75,9 @@ class Settings(BaseSettings):
         description="arithmetic: auto picks the fastest that passes the golden check (bf16 on OpenVINO CPUs, fp16 on TensorRT)",
     )
     precision_fallback: bool = Field(True, description="fall back to fp32 when a reduced precision fails the golden check")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: one per core)")
+    intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime intra-op threads (0: one per core, or the container's CPU limit if lower)"
+    )
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads")
     preprocess_workers: int = Field(0, ge=0, description="threads decoding and preprocessing images (0: one per CPU available)")
     max_concurrent_work: int = Field(
@@ -67,11 +100,18 @@ class Settings(BaseSettings):
 
     @property
     def preprocess_threads(self) -> int:
-        """``preprocess_workers``, or one per CPU this process may run on: decoding is most of a request's CPU
+        """``preprocess_workers``, or one per CPU this process may use: decoding is most of a request's CPU
         besides inference (2 threads measured best on the 2-core development machine; a GPU server has more)."""
-        if self.preprocess_workers:
-            return self.preprocess_workers
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.preprocess_workers or available_cpus()
+
+    @property
+    def inference_threads(self) -> int:
+        """``intra_op_threads``; when 0, ONNX Runtime's own default (one per physical core) unless a container CPU
+        limit is lower: a pod limited to 2 CPUs on a 64-core node would otherwise run 64 threads, throttled."""
+        limit = cgroup_cpu_limit()
+        if self.intra_op_threads or limit is None or limit >= affinity_cpus():
+            return self.intra_op_threads
+        return limit
 
     @field_validator("models", "providers", mode="before")
     @classmethod

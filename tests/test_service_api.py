@@ -423,11 +423,39 @@ def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository):
 
 
 def test_decoding_threads_default_to_one_per_available_cpu(repository):
-    import os
+    from service.settings import available_cpus
 
-    available = len(os.sched_getaffinity(0))
+    available = available_cpus()
     assert Settings(preprocess_workers=3).preprocess_threads == 3
     assert Settings().preprocess_threads == available
     for workers, expected in ((0, available), (3, 3)):
         with client_for(repository, preprocess_workers=workers) as c:
             assert c.app.state.service.preprocess_pool._max_workers == expected
+
+
+def test_thread_counts_respect_a_container_cpu_limit(tmp_path, monkeypatch):
+    import os
+
+    import service.settings as settings_module
+
+    cores = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(settings_module, "CGROUP_CPU_MAX", cpu_max)
+    monkeypatch.setattr(settings_module, "CGROUP_V1_CPU", tmp_path / "no-v1")
+    cpu_max.write_text("max 100000\n")  # no limit: ONNX Runtime keeps its own default (0), decoding one per CPU
+    assert settings_module.cgroup_cpu_limit() is None
+    assert Settings().inference_threads == 0 and Settings().preprocess_threads == cores
+    cpu_max.write_text("50000 100000\n")  # half a CPU rounds up to one
+    assert settings_module.cgroup_cpu_limit() == 1
+    assert Settings().inference_threads == (1 if cores > 1 else 0) and Settings().preprocess_threads == 1
+    assert Settings(intra_op_threads=3, preprocess_workers=5).inference_threads == 3  # explicit settings win
+    assert Settings(intra_op_threads=3, preprocess_workers=5).preprocess_threads == 5
+    cpu_max.write_text(f"{(cores + 4) * 100000} 100000\n")  # a limit above the cores changes nothing
+    assert Settings().inference_threads == 0 and Settings().preprocess_threads == cores
+    cpu_max.unlink()
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    monkeypatch.setattr(settings_module, "CGROUP_V1_CPU", v1)
+    assert settings_module.cgroup_cpu_limit() == 1
