@@ -118,7 +118,7 @@ class ModelManager:
                 rejected.append(str(exc))
                 continue
             sizes = warmup_batch_sizes(min(s.max_batch_size, manifest.static_batch or s.max_batch_size))
-            if backend.fixed_shapes:
+            if s.batch_padding == "always" or (s.batch_padding == "auto" and backend.fixed_shapes):
                 runner.pad_batches_to(sizes)
             if s.warmup:
                 runner.warmup(manifest.input_size, sizes)

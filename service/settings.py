@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         description="requests decoded, queued or running at once; others wait undecoded (0: 2 x max_batch_size x instances)",
     )
     warmup: bool = Field(True, description="run batch sizes 1, 2, 4, ... max_batch_size once at load")
+    batch_padding: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="zero-pad batches to those warm-up sizes (auto: on GPU providers, which tune or build per input shape)",
+    )
     golden_tolerance: float = Field(0.05, gt=0, description="max |dprob| on the golden inputs before a backend is refused")
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest request body (413 beyond, refused while reading)")

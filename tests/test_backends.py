@@ -123,18 +123,17 @@ def test_padded_batches_give_the_unpadded_rows(repository):
 
 
 def test_a_gpu_backend_is_served_with_padded_batches(repository, monkeypatch):
-    # The manager pads for backends that tune per shape; on this CPU-only machine the CPU backend stands in.
+    def padding(**settings) -> tuple[int, ...]:
+        app = create_app(Settings(model_repository=repository, poll_interval_s=0, providers=["CPUExecutionProvider"], **settings))
+        with TestClient(app) as c:
+            return c.app.state.service.models.get("toy").batcher.runner.batch_sizes
+
+    assert padding() == ()  # auto: the CPU provider runs batches as they are
+    assert padding(batch_padding="always", max_batch_size=12) == (1, 2, 4, 8, 12)
+    # auto pads for backends that tune per shape; on this CPU-only machine the CPU backend stands in for one.
     monkeypatch.setattr(Backend, "fixed_shapes", property(lambda self: self.provider == "CPUExecutionProvider"))
-    app = create_app(
-        Settings(model_repository=repository, poll_interval_s=0, providers=["CPUExecutionProvider"], max_batch_size=12)
-    )
-    with TestClient(app) as c:
-        runner = c.app.state.service.models.get("toy").batcher.runner
-        assert runner.batch_sizes == (1, 2, 4, 8, 12)
-    monkeypatch.undo()
-    app = create_app(Settings(model_repository=repository, poll_interval_s=0, providers=["CPUExecutionProvider"]))
-    with TestClient(app) as c:
-        assert c.app.state.service.models.get("toy").batcher.runner.batch_sizes == ()
+    assert padding(max_batch_size=12) == (1, 2, 4, 8, 12)
+    assert padding(batch_padding="never") == ()
 
 
 def test_gpu_runners_preload_the_cuda_wheels_once(repository, monkeypatch):
