@@ -23,6 +23,7 @@ versions() { .venv/bin/python -m pip freeze | grep -i -E "^($1)==" ; }
 mapfile -t serving < <(versions "fastapi|starlette|uvicorn|pydantic|pydantic[-_]core|pydantic[-_]settings|python-dotenv|python-multipart|annotated[-_]types|annotated-doc|typing[-_]inspection|typing[-_]extensions|httptools|opentelemetry[-_]api")
 pip_download .gpu/kit/wheels "${serving[@]}"
 pip_download .gpu/whole "$ORT_GPU"
+pip_download .gpu/kit/wheels --platform manylinux1_x86_64 py-spy==0.4.3  # a profile of the service under load
 cp "$(command -v wrk)" .gpu/kit/bin/
 cp "$(readlink -f "$(ldd "$(command -v wrk)" | awk '/libluajit/ {print $3}')")" .gpu/kit/lib/libluajit-5.1.so.2
 find "$PHOTOS" -maxdepth 1 \( -iname '*.jpg' -o -iname '*.jpeg' \) | sort | head -24 | xargs -I{} cp {} .gpu/kit/photos/

@@ -58,6 +58,11 @@ else
   http resnet50-b64-unpadded resnet50 "--max-batch-size 64 --preprocess-workers 14 --batch-padding never"
   http resnet50-b16 resnet50 "--max-batch-size 16 --preprocess-workers 14"
   http resnet18-b64 resnet18 "--max-batch-size 64 --preprocess-workers 14"
+  # Where the service's CPU goes at c=256 (py-spy over the load script and the server it starts; raw stacks).
+  timeout 60 "$SITE/bin/py-spy" record --subprocesses --nonblocking --threads -r 100 -f raw -o "$OUT/profile-resnet50.txt" -- \
+    python3 bench/http_load.py --model resnet50 --photos "$PWD/$KIT/photos" --concurrency 256 --seconds 10 --no-naive \
+    --service-args "--max-batch-size 64 --preprocess-workers 14" >/dev/null 2>&1
+  stamp "profile done"
 fi
 
 # 4. Summary.
