@@ -6,9 +6,11 @@
 #   calls 1..6:     run, carry [".gpu/p01"], command "ls -la .gpu"   (then p02 .. p06; the machine keeps them while
 #                   it stays warm, 30 s between calls)
 #   call 7:         run, carry [".gpu/p07", ".gpu/kit"], command
-#                   "export PYTHONUNBUFFERED=1; OUT=$OUT docs/experiments/gpu-serve.sh 2>&1", timeout_s 480
-# Writes OUT/inprocess-gpu.json, OUT/http-*.json, OUT/dmon-*.txt and prints a summary last. QUICK=1 (for a call
-# with little device time left): ResNet-50 only, the service first, shorter windows.
+#                   "export PYTHONUNBUFFERED=1; OUT=$OUT docs/experiments/gpu-serve.sh 2>&1 | tee $OUT/log.txt",
+#                   timeout_s 480 (the full form takes ~5 min)
+# Writes inprocess-gpu.json, http-*.json, dmon-*.txt (and a profile) packed into OUT/gpu-serve-results.tgz, and
+# prints a summary last. QUICK=1 (for a call with little device time left): ResNet-50 only, the service first,
+# shorter windows.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-serve-out}
 KIT=.gpu/kit
@@ -83,4 +85,8 @@ for f in sorted(out.glob("http-*.json")):
               f"p50 {row['p50_ms']:.0f} p99 {row['p99_ms']:.0f} ms, mean batch {row.get('mean_batch', 0):.1f}, "
               f"errors {row['errors'] + row['non2xx']}, GPU util max {max(util, default=0)}%")
 PY
+# At most 8 files come back from a call: pack the results into one archive (the caller's log stays beside it).
+(cd "$OUT" && tar czf gpu-serve-results.tgz --exclude log.txt --exclude gpu-serve-results.tgz . \
+  && find . -maxdepth 1 -type f ! -name log.txt ! -name gpu-serve-results.tgz -delete)
+ls -la "$OUT"
 stamp "done"
