@@ -44,10 +44,20 @@ class Backend:
     def label(self) -> str:
         return f"{self.provider.removesuffix('ExecutionProvider')}/{self.precision}"
 
-    def session_providers(self, threads: int) -> tuple[list[str], list[dict]]:
-        """(providers, provider_options) for ``ort.InferenceSession``, with the CPU provider as the last resort."""
+    def session_providers(
+        self, threads: int, batch_profile: tuple[str, int, int] | None = None
+    ) -> tuple[list[str], list[dict]]:
+        """(providers, provider_options) for ``ort.InferenceSession``, with the CPU provider as the last resort.
+
+        ``batch_profile``: (input name, image size, largest batch) of a dynamic-batch graph. TensorRT then builds one
+        engine for batches 1..largest, tuned for the largest, instead of one engine per batch shape it meets.
+        """
         if self.provider == "TensorrtExecutionProvider":
-            trt = {"trt_fp16_enable": self.precision == "fp16", "trt_int8_enable": self.precision == "int8"}
+            trt: dict = {"trt_fp16_enable": self.precision == "fp16", "trt_int8_enable": self.precision == "int8"}
+            if batch_profile:
+                name, size, largest = batch_profile
+                trt["trt_profile_min_shapes"] = f"{name}:1x3x{size}x{size}"
+                trt["trt_profile_opt_shapes"] = trt["trt_profile_max_shapes"] = f"{name}:{largest}x3x{size}x{size}"
             chain = [(self.provider, trt), ("CUDAExecutionProvider", {})]
         elif self.provider == "OpenVINOExecutionProvider":
             options: dict = {"device_type": "CPU"}

@@ -111,7 +111,9 @@ class ModelManager:
         rejected: list[str] = []
         for backend in candidates:
             try:
-                runner = OrtRunner(path / manifest.file, manifest, backend, s.inference_threads, s.inter_op_threads)
+                runner = OrtRunner(
+                    path / manifest.file, manifest, backend, s.inference_threads, s.inter_op_threads, s.max_batch_size
+                )
                 golden = runner.check_golden(path / manifest.golden.file, tolerance) if manifest.golden else None
             except ModelLoadError as exc:
                 log.warning("%s version %d: %s", name, version, exc)

@@ -36,13 +36,21 @@ class OrtRunner:
     """Runs (N, 3, H, W) float32 batches through one session; thread-safe (ONNX Runtime releases the GIL)."""
 
     def __init__(
-        self, model_path: Path, manifest: Manifest, backend: Backend, intra_op_threads: int = 0, inter_op_threads: int = 1
+        self,
+        model_path: Path,
+        manifest: Manifest,
+        backend: Backend,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 1,
+        max_batch_size: int | None = None,
     ):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
-        providers, provider_options = backend.session_providers(intra_op_threads)
+        dynamic = max_batch_size is not None and manifest.static_batch is None
+        profile = (manifest.input.name, manifest.input_size, max_batch_size) if dynamic else None
+        providers, provider_options = backend.session_providers(intra_op_threads, profile)
         if backend.fixed_shapes:  # a GPU provider
             load_gpu_libraries()
         try:

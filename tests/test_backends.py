@@ -53,6 +53,15 @@ def test_openvino_options_carry_the_bf16_hint():
     assert "INFERENCE_PRECISION_HINT" in options[0]["load_config"] and options[0]["num_of_threads"] == 2
 
 
+def test_tensorrt_builds_one_engine_for_every_batch_size():
+    trt = Backend("TensorrtExecutionProvider", "fp16")
+    providers, options = trt.session_providers(threads=0, batch_profile=("input", 224, 64))
+    assert providers == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert options[0]["trt_fp16_enable"] and options[0]["trt_profile_min_shapes"] == "input:1x3x224x224"
+    assert options[0]["trt_profile_opt_shapes"] == options[0]["trt_profile_max_shapes"] == "input:64x3x224x224"
+    assert "trt_profile_min_shapes" not in trt.session_providers(threads=0)[1][0]  # a static graph: no profile
+
+
 def test_auto_picks_the_first_backend_that_passes(repository):
     state = served(repository)
     version = state["model"]["versions"][0]
@@ -152,3 +161,21 @@ def test_gpu_runners_preload_the_cuda_wheels_once(repository, monkeypatch):
         OrtRunner(version_dir / manifest.file, manifest, Backend("CPUExecutionProvider", "fp32"))
     assert calls == [1]
     runtime.load_gpu_libraries.cache_clear()
+
+
+def test_runners_pass_their_batch_profile_to_the_backend(repository, monkeypatch):
+    seen = []
+    original = Backend.session_providers
+
+    def recording(self, threads, batch_profile=None):
+        seen.append(batch_profile)
+        return original(self, threads, batch_profile)
+
+    monkeypatch.setattr(Backend, "session_providers", recording)
+    version_dir = repository / "toy" / "1"
+    manifest = read_manifest(version_dir)
+    OrtRunner(version_dir / manifest.file, manifest, Backend("CPUExecutionProvider", "fp32"), max_batch_size=12)
+    OrtRunner(version_dir / manifest.file, manifest, Backend("CPUExecutionProvider", "fp32"))
+    assert seen == [(manifest.input.name, manifest.input_size, 12), None]
+    with TestClient(create_app(Settings(model_repository=repository, poll_interval_s=0, max_batch_size=24))):
+        assert seen[-1] == (manifest.input.name, manifest.input_size, 24)  # the service passes its largest batch
