@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from .errors import install_error_handlers
+from .imaging import decoding_worker_ready
 from .metrics import Metrics
 from .middleware import RequestContextMiddleware
 from .model_manager import ModelManager
@@ -20,15 +22,27 @@ from .state import ServiceState
 log = logging.getLogger("resnet_serve")
 
 
+async def decoding_pool(settings: Settings) -> Executor:
+    """Threads, or with ``preprocess_processes`` worker processes (started now, not on the first requests), which
+    decode in parallel past the GIL that Pillow's Python layers hold for ~13% of a decode: the ceiling of a
+    many-core GPU server, where threads topped out near 900 img/s on 14 cores."""
+    if not settings.preprocess_processes:
+        return ThreadPoolExecutor(settings.preprocess_threads, "preprocess")
+    # spawn, not fork: the parent already runs threads (ONNX Runtime's, the event loop's helpers).
+    pool = ProcessPoolExecutor(settings.preprocess_threads, mp_context=multiprocessing.get_context("spawn"))
+    loop = asyncio.get_running_loop()
+    pids = await asyncio.gather(*(loop.run_in_executor(pool, decoding_worker_ready) for _ in range(settings.preprocess_threads)))
+    log.info("decoding in %d worker processes", len(set(pids)))
+    return pool
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = ServiceState(
-            settings, metrics, ModelManager(settings, metrics), ThreadPoolExecutor(settings.preprocess_threads, "preprocess")
-        )
+        state = ServiceState(settings, metrics, ModelManager(settings, metrics), await decoding_pool(settings))
         app.state.service = state
         metrics.inflight.set_function(lambda: state.inflight)  # read at scrape time only
         outcome = await state.models.refresh()

@@ -8,6 +8,7 @@ when the image is at least twice the size the preprocessing needs.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 import numpy as np
@@ -128,6 +129,12 @@ def decode_image(data: bytes, spec: Preprocess, max_pixels: int) -> Image.Image:
         raise PayloadTooLarge(str(exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInput(f"the image could not be decoded (truncated or corrupt): {exc}") from None
+
+
+def decoding_worker_ready() -> int:
+    """Run once in each decoding process at start-up (``preprocess_processes``): importing this module there
+    (numpy, Pillow) happens before the first request, not during it. Returns the process id."""
+    return os.getpid()
 
 
 def image_to_input(data: bytes, spec: Preprocess, max_pixels: int) -> np.ndarray:

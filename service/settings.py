@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     )
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads")
     preprocess_workers: int = Field(0, ge=0, description="threads decoding and preprocessing images (0: one per CPU available)")
+    preprocess_processes: bool = Field(
+        False, description="decode in that many worker processes instead of threads (many-core GPU servers: no GIL)"
+    )
     max_concurrent_work: int = Field(
         0,
         ge=0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from .metrics import Metrics
@@ -16,7 +16,7 @@ class ServiceState:
     settings: Settings
     metrics: Metrics
     models: ModelManager
-    preprocess_pool: ThreadPoolExecutor
+    preprocess_pool: Executor  # threads, or processes with preprocess_processes
     draining: bool = False
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)

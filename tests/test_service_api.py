@@ -459,3 +459,21 @@ def test_thread_counts_respect_a_container_cpu_limit(tmp_path, monkeypatch):
     (v1 / "cpu.cfs_period_us").write_text("100000\n")
     monkeypatch.setattr(settings_module, "CGROUP_V1_CPU", v1)
     assert settings_module.cgroup_cpu_limit() == 1
+
+
+def test_decoding_in_worker_processes_gives_the_same_answers_and_errors(repository):
+    body = jpeg_bytes()
+    with client_for(repository, preprocess_workers=2) as threads:
+        expected = threads.post("/classify?top_k=3", content=body, headers={"Content-Type": "image/jpeg"}).json()
+    with client_for(repository, preprocess_workers=2, preprocess_processes=True, max_pixels=10_000) as c:
+        pool = c.app.state.service.preprocess_pool
+        assert type(pool).__name__ == "ProcessPoolExecutor" and len(pool._processes) == 2  # started before serving
+        got = c.post("/classify?top_k=3", content=body, headers={"Content-Type": "image/jpeg"}).json()
+        assert [p["label"] for p in got["predictions"]] == [p["label"] for p in expected["predictions"]]
+        np.testing.assert_allclose([p["score"] for p in got["predictions"]], [p["score"] for p in expected["predictions"]])
+        # Errors raised while decoding cross the process boundary with their status and message.
+        bad = c.post("/classify", content=body[: len(body) // 2], headers={"Content-Type": "image/jpeg"})
+        assert bad.status_code == 400 and "decoded" in bad.json()["error"]["message"]
+        big = Image.new("RGB", (200, 100))
+        too_big = c.post("/classify", content=png_bytes(big), headers={"Content-Type": "image/png"})
+        assert too_big.status_code == 413 and "10000" in too_big.json()["error"]["message"]

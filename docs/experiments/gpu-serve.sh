@@ -58,6 +58,7 @@ else
   inprocess --models resnet50 resnet18 --batches 1 8 32 64 128 256 --seconds 2
   http resnet50-b64 resnet50 "--max-batch-size 64 --preprocess-workers 14"
   http resnet50-b64-unpadded resnet50 "--max-batch-size 64 --preprocess-workers 14 --batch-padding never"
+  http resnet50-b64-processes resnet50 "--max-batch-size 64 --preprocess-workers 14 --preprocess-processes"
   http resnet50-b16 resnet50 "--max-batch-size 16 --preprocess-workers 14"
   http resnet18-b64 resnet18 "--max-batch-size 64 --preprocess-workers 14"
   # Where the service's CPU goes at c=256 (py-spy over the load script and the server it starts; raw stacks).
