@@ -7,7 +7,7 @@
 #                   it stays warm, 30 s between calls)
 #   call 7:         run, carry [".gpu/p07", ".gpu/kit"], command
 #                   "export PYTHONUNBUFFERED=1; OUT=$OUT docs/experiments/gpu-serve.sh 2>&1 | tee $OUT/log.txt",
-#                   timeout_s 480 (the full form takes ~5 min)
+#                   timeout_s 580 (the full form takes ~6 min: 5 server configurations and a profile)
 # Writes inprocess-gpu.json, http-*.json, dmon-*.txt (and a profile) packed into OUT/gpu-serve-results.tgz, and
 # prints a summary last. QUICK=1 (for a call with little device time left): ResNet-50 only, the service first,
 # shorter windows.
