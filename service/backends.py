@@ -34,11 +34,16 @@ class Backend:
     precision: str  # the arithmetic the provider is asked for: fp32, bf16 or fp16
 
     @property
+    def on_gpu(self) -> bool:
+        """TensorRT and CUDA: they need the CUDA libraries (``runtime.load_gpu_libraries``)."""
+        return self.provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+    @property
     def fixed_shapes(self) -> bool:
         """GPU providers tune per input shape (the CUDA provider runs cuDNN's algorithm search for each new shape;
         TensorRT builds an engine per shape profile), so a batch size seen for the first time stalls the batch.
         Their batches are padded to the few sizes warmed up at load (``OrtRunner.pad_batches_to``)."""
-        return self.provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+        return self.on_gpu
 
     @property
     def label(self) -> str:

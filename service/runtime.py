@@ -51,7 +51,7 @@ class OrtRunner:
         dynamic = max_batch_size is not None and manifest.static_batch is None
         profile = (manifest.input.name, manifest.input_size, max_batch_size) if dynamic else None
         providers, provider_options = backend.session_providers(intra_op_threads, profile)
-        if backend.fixed_shapes:  # a GPU provider
+        if backend.on_gpu:
             load_gpu_libraries()
         try:
             self.session = ort.InferenceSession(str(model_path), options, providers=providers, provider_options=provider_options)

@@ -156,7 +156,7 @@ def test_gpu_runners_preload_the_cuda_wheels_once(repository, monkeypatch):
     manifest = read_manifest(version_dir)
     OrtRunner(version_dir / manifest.file, manifest, Backend("CPUExecutionProvider", "fp32"))
     assert calls == []
-    monkeypatch.setattr(Backend, "fixed_shapes", property(lambda self: True))
+    monkeypatch.setattr(Backend, "on_gpu", property(lambda self: True))
     for _ in range(2):
         OrtRunner(version_dir / manifest.file, manifest, Backend("CPUExecutionProvider", "fp32"))
     assert calls == [1]
