@@ -22,7 +22,7 @@ BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def measure(
-    version_dir: Path, backend: Backend, photos: list[bytes], batches, seconds: float, threads: int, loop_threads: int = 2
+    version_dir: Path, backend: Backend, photos: list[bytes], batches, seconds: float, threads: int, loop_threads: int
 ) -> dict:
     manifest = manifest_of(version_dir)
     runner = OrtRunner(version_dir / manifest.file, manifest, backend, threads, 1)

@@ -26,12 +26,13 @@ async def decoding_pool(settings: Settings) -> Executor:
     """Threads, or with ``preprocess_processes`` worker processes (started now, not on the first requests), which
     decode in parallel past the GIL that Pillow's Python layers hold for ~13% of a decode: the ceiling of a
     many-core GPU server, where threads topped out near 900 img/s on 14 cores."""
+    workers = settings.preprocess_threads  # reads the CPU affinity and cgroup limit: once
     if not settings.preprocess_processes:
-        return ThreadPoolExecutor(settings.preprocess_threads, "preprocess")
+        return ThreadPoolExecutor(workers, "preprocess")
     # spawn, not fork: the parent already runs threads (ONNX Runtime's, the event loop's helpers).
-    pool = ProcessPoolExecutor(settings.preprocess_threads, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     loop = asyncio.get_running_loop()
-    pids = await asyncio.gather(*(loop.run_in_executor(pool, decoding_worker_ready) for _ in range(settings.preprocess_threads)))
+    pids = await asyncio.gather(*(loop.run_in_executor(pool, decoding_worker_ready) for _ in range(workers)))
     log.info("decoding in %d worker processes", len(set(pids)))
     return pool
 

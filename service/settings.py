@@ -43,8 +43,8 @@ def affinity_cpus() -> int:
 
 def available_cpus() -> int:
     """CPUs this process may use: its affinity mask, capped by a container CPU limit."""
-    limit = cgroup_cpu_limit()
-    return min(affinity_cpus(), limit) if limit else affinity_cpus()
+    cpus, limit = affinity_cpus(), cgroup_cpu_limit()
+    return min(cpus, limit) if limit else cpus
 
 
 class Settings(BaseSettings):
