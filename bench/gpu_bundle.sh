@@ -4,7 +4,7 @@
 # the opentelemetry-api it imports) and no wrk), in the ignored folder .gpu/:
 #   .gpu/p01 .. .gpu/pNN  the onnxruntime-gpu wheel (255 MB) cut into parts that each fit one call's 64 MiB
 #                          beside the working tree, carried one per call while the machine stays warm;
-#   .gpu/kit               its file name (wheel-name), the service's missing wheels, wrk with its LuaJIT library, 24 of the shared photos;
+#   .gpu/kit               its file name (wheel-name) and parts (parts), the service's missing wheels, wrk with its LuaJIT library, 24 of the shared photos;
 #                          carried with the last call.
 # Usage (repository root, needs PyPI): bench/gpu_bundle.sh [PART_MB]   (default 36)
 set -euo pipefail
@@ -27,6 +27,7 @@ pip_download .gpu/kit/wheels --platform manylinux1_x86_64 py-spy==0.4.3  # a pro
 cp "$(command -v wrk)" .gpu/kit/bin/
 cp "$(readlink -f "$(ldd "$(command -v wrk)" | awk '/libluajit/ {print $3}')")" .gpu/kit/lib/libluajit-5.1.so.2
 find "$PHOTOS" -maxdepth 1 \( -iname '*.jpg' -o -iname '*.jpeg' \) | sort | head -24 | xargs -I{} cp {} .gpu/kit/photos/
-(cd .gpu && split -b "${PART_MB}M" -d -a 2 --numeric-suffixes=1 whole/*.whl p && ls whole > kit/wheel-name && rm -rf whole)
+(cd .gpu && split -b "${PART_MB}M" -d -a 2 --numeric-suffixes=1 whole/*.whl p && ls whole > kit/wheel-name \
+  && ls p?? > kit/parts && rm -rf whole)
 ls -la .gpu .gpu/kit/wheels
 du -sh .gpu/kit

@@ -2,10 +2,11 @@
 # The service on a lent GPU machine: ONNX Runtime's CUDA provider (and TensorRT, where its libraries exist) for
 # ResNet-50/18 with random weights, in process and over HTTP. Run on the device machine, in the repository root,
 # as the last of several calls (docs/benchmarks.md, "Serving on a GPU", says why and how):
-#   here, once:     bench/gpu_bundle.sh                  -> .gpu/p01..p07 (onnxruntime-gpu in parts) and .gpu/kit
-#   calls 1..6:     run, carry [".gpu/p01"], command "ls -la .gpu"   (then p02 .. p06; the machine keeps them while
-#                   it stays warm, 30 s between calls)
-#   call 7:         run, carry [".gpu/p07", ".gpu/kit"], command
+#   here, once:     bench/gpu_bundle.sh    -> .gpu/p01, p02, ... (onnxruntime-gpu in parts, listed in .gpu/kit/parts;
+#                   seven at the default 36 MB) and .gpu/kit
+#   one call per part but the last: run, carry [".gpu/p01"], command "ls -la .gpu" (then p02, ...; the machine keeps
+#                   them while it stays warm, 30 s between calls)
+#   the last call:  run, carry [".gpu/<last part>", ".gpu/kit"], command
 #                   "export PYTHONUNBUFFERED=1; OUT=$OUT docs/experiments/gpu-serve.sh 2>&1 | tee $OUT/log.txt",
 #                   timeout_s 580 (the full form takes ~6 min: 5 server configurations and a profile)
 # Writes inprocess-gpu.json, http-*.json, dmon-*.txt (and a profile) packed into OUT/gpu-serve-results.tgz, and
@@ -23,9 +24,10 @@ stamp() { echo "[$(($(date +%s) - start)) s] $*"; }
 
 # 1. onnxruntime-gpu, joined from the carried parts, and the serving packages the image lacks.
 wheel=/tmp/$(cat $KIT/wheel-name)
-missing=$(for i in 01 02 03 04 05 06 07; do [ -f ".gpu/p$i" ] || echo "p$i"; done)
+mapfile -t parts < $KIT/parts  # as bench/gpu_bundle.sh cut the wheel
+missing=$(for p in "${parts[@]}"; do [ -f ".gpu/$p" ] || echo "$p"; done)
 [ -z "$missing" ] || { echo "parts missing: $missing (the machine went back between calls?)"; exit 2; }
-cat .gpu/p?? >"$wheel"
+(cd .gpu && cat "${parts[@]}") >"$wheel"
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$wheel" $KIT/wheels/*.whl || exit 3
 export PYTHONPATH=$SITE:$PWD
 # The CUDA provider loads libcudart/cublas/cudnn/cufft/curand: the image has them as PyTorch's nvidia-* wheels.
