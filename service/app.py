@@ -15,6 +15,7 @@ from .imaging import decoding_worker_ready
 from .metrics import Metrics
 from .middleware import RequestContextMiddleware
 from .model_manager import ModelManager
+from .raw_classify import RawClassifyMiddleware
 from .routes import router
 from .settings import Settings
 from .state import ServiceState
@@ -68,5 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, count=lambda code: metrics.rejected.labels(code).inc())
 
     app.include_router(router)
+    app.add_middleware(RawClassifyMiddleware)  # inside the next one: request ids, body limit and metrics apply to it
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

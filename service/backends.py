@@ -49,9 +49,7 @@ class Backend:
     def label(self) -> str:
         return f"{self.provider.removesuffix('ExecutionProvider')}/{self.precision}"
 
-    def session_providers(
-        self, threads: int, batch_profile: tuple[str, int, int] | None = None
-    ) -> tuple[list[str], list[dict]]:
+    def session_providers(self, threads: int, batch_profile: tuple[str, int, int] | None = None) -> tuple[list[str], list[dict]]:
         """(providers, provider_options) for ``ort.InferenceSession``, with the CPU provider as the last resort.
 
         ``batch_profile``: (input name, image size, largest batch) of a dynamic-batch graph. TensorRT then builds one

@@ -92,29 +92,29 @@ def error_response(exc: ServiceError, request_id: str | None) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message, request_id), status_code=exc.status, headers=exc.headers)
 
 
-def install_error_handlers(app: FastAPI, count: Callable[[str], None] | None = None) -> None:
-    """Map every error to its status and body here; ``count(code)`` is called for each typed refusal."""
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        if count:
-            count(exc.code)
-        if exc.status >= 500 and not isinstance(exc, Overloaded):
-            log.error("request %s failed: %s", request_id_of(request), exc.message)
-        return error_response(exc, request_id_of(request))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+def response_for(exc: Exception, request_id: str | None, count: Callable[[str], None] | None = None) -> JSONResponse:
+    """The answer to an exception: every path (FastAPI's handlers, the raw /classify path) maps errors here.
+    ``count(code)`` is called for each typed refusal."""
+    if isinstance(exc, RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error_response(InvalidParameter(problems), request_id_of(request))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        exc = InvalidParameter(problems)
+    elif isinstance(exc, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        body = error_body(code, str(exc.detail), request_id_of(request))
+        body = error_body(code, str(exc.detail), request_id)
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    elif not isinstance(exc, ServiceError):
+        log.error("request %s: internal error", request_id, exc_info=exc)
+        return error_response(ServiceError(f"internal error: {type(exc).__name__}"), request_id)
+    elif count:
+        count(exc.code)
+    if exc.status >= 500 and not isinstance(exc, Overloaded):
+        log.error("request %s failed: %s", request_id, exc.message)
+    return error_response(exc, request_id)
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request %s: internal error", request_id_of(request))
-        return error_response(ServiceError(f"internal error: {type(exc).__name__}"), request_id_of(request))
+
+def install_error_handlers(app: FastAPI, count: Callable[[str], None] | None = None) -> None:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return response_for(exc, request_id_of(request), count)
+
+    for kind in (ServiceError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handle)

@@ -35,3 +35,11 @@ class Metrics:
         self.reload_failures = Counter("resnet_serve_reload_failures", "new versions refused", ["model"], registry=r)
         self.rejected = Counter("resnet_serve_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
         self.loaded_version = Gauge("resnet_serve_model_version", "version being served", ["model"], registry=r)
+        self._by_route: dict = {}  # (route, status) -> (its counter, its latency histogram): labels() takes a lock
+
+    def count_request(self, route: str, status: int, seconds: float) -> None:
+        children = self._by_route.get((route, status))
+        if children is None:
+            children = self._by_route[route, status] = (self.requests.labels(route, str(status)), self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)

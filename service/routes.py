@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -111,8 +112,8 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
 def timeout_seconds(state: ServiceState, header_ms: float | None) -> float:
     limit = state.settings.request_timeout_ms
     if header_ms is not None:
-        if header_ms <= 0:
-            raise InvalidParameter("X-Request-Timeout-Ms must be positive")
+        if not header_ms > 0 or math.isinf(header_ms):  # also refuses NaN
+            raise InvalidParameter("X-Request-Timeout-Ms must be a positive number of milliseconds")
         limit = min(limit, header_ms)
     return limit / 1000
 

@@ -99,6 +99,17 @@ def test_preprocess_cost_bench_smoke(tmp_path):
     assert 0 < row["normalize_ms"] < row["image_to_input_ms"] and row["decode_ms"] > 0
 
 
+def test_event_loop_cost_bench_smoke(repository, tmp_path):
+    out = tmp_path / "event-loop.json"
+    photos = ROOT / "tests" / "fixtures" / "cifar10"
+    script = [sys.executable, str(ROOT / "bench" / "event_loop_cost.py"), "--model", "toy", "--repository", str(repository)]
+    args = ["--photos", str(photos), "--requests", "24", "--concurrency", "4", "--rounds", "1", "--json", str(out)]
+    subprocess.run([*script, *args], check=True, capture_output=True, timeout=120)
+    result = json.loads(out.read_text())
+    assert set(result["median_ms"]) == {"raw path", "FastAPI route only"}
+    assert all(ms > 0 for ms in result["median_ms"].values())
+
+
 @pytest.mark.skipif(
     shutil.which("wrk") is None, reason="the HTTP benchmark drives wrk (apt-get install wrk; make test installs it)"
 )

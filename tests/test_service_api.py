@@ -60,6 +60,53 @@ def test_classify_raw_and_multipart(client):
     assert len(raw.headers["X-Request-ID"]) == 32  # generated when the client sends none
 
 
+PARAMETER_CASES = [
+    # (query, headers): answered alike whether the body is raw (service/raw_classify.py) or multipart (FastAPI)
+    ("?top_k=2", {}),
+    ("?top_k=1&top_k=3", {}),
+    ("?top_k=abc", {}),
+    ("?top_k=0", {}),
+    ("?top_k=", {}),
+    ("?version=1", {}),
+    ("?version=x", {}),
+    ("?version=9", {}),
+    ("?model=toy&version=1", {}),
+    ("?model=other", {}),
+    ("", {"X-Request-Timeout-Ms": "5000"}),
+    ("", {"X-Request-Timeout-Ms": "abc"}),
+    ("", {"X-Request-Timeout-Ms": "-1"}),
+    ("", {"X-Request-Timeout-Ms": "nan"}),
+]
+
+
+@pytest.mark.parametrize(("query", "headers"), PARAMETER_CASES, ids=[q + str(h) for q, h in PARAMETER_CASES])
+def test_raw_path_answers_like_the_documented_route(client, query, headers):
+    data = jpeg_bytes(seed=4)
+    raw = client.post("/classify" + query, content=data, headers={"Content-Type": "image/jpeg", **headers})
+    multi = client.post("/classify" + query, files={"file": ("x.jpg", data, "image/jpeg")}, headers=headers)
+    assert raw.status_code == multi.status_code, (raw.text, multi.text)
+    if raw.status_code == 200:
+        assert raw.json()["predictions"] == multi.json()["predictions"]
+    else:
+        assert raw.json()["error"]["code"] == multi.json()["error"]["code"]
+        assert raw.headers["X-Request-ID"] == raw.json()["error"]["request_id"]
+
+
+def test_raw_bodies_bypass_fastapi_and_are_counted_under_their_route(repository):
+    """A raw body is answered by RawClassifyMiddleware (its own parameter errors), multipart by the FastAPI route
+    (pydantic's); both count under route "/classify" in the metrics."""
+    with client_for(repository) as c:
+        raw = c.post("/classify?top_k=abc", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"})
+        multi = c.post("/classify?top_k=abc", files={"file": ("x.jpg", jpeg_bytes(), "image/jpeg")})
+        assert raw.json()["error"]["message"] == "query.top_k: expected an integer, got 'abc'"
+        assert "valid integer" in multi.json()["error"]["message"]
+        for _ in range(3):
+            assert c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}).status_code == 200
+        metrics = c.get("/metrics").text
+    assert 'resnet_serve_requests_total{route="/classify",status="200"} 3.0' in metrics
+    assert 'resnet_serve_requests_total{route="/classify",status="422"} 2.0' in metrics
+
+
 def test_probabilities_match_pytorch_on_a_photo_sized_image(tmp_path):
     """ImageNet-style preprocessing (resize 256, crop 224) on a 500x375 image: service vs PyTorch within 1e-3."""
     repo = tmp_path / "repo"
@@ -354,9 +401,11 @@ def test_requests_never_scan_the_repository_and_a_refresh_does(repository, tmp_p
         assert c.post("/classify?model=another", content=jpeg_bytes()).status_code == 200
 
 
-def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository):
+@pytest.mark.parametrize("upload", ["raw", "multipart"])
+def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository, upload):
     """A client that disconnects while its request waits for a batch costs no inference: the request is
-    cancelled, answered 499 (which nobody reads), counted, and its work slot freed."""
+    cancelled, answered 499 (which nobody reads), counted, and its work slot freed. Raw bodies take
+    service/raw_classify.py, multipart ones the FastAPI route: both are checked."""
     import asyncio
     import concurrent.futures
     import threading
@@ -373,10 +422,15 @@ def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository):
 
         model.batcher.runner = gated
         body = jpeg_bytes()
+        ctype, upload_body = b"image/jpeg", body
+        if upload == "multipart":
+            ctype = b"multipart/form-data; boundary=XyZ"
+            part = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+            upload_body = part + body + b"\r\n--XyZ--\r\n"
 
         async def hang_up_while_queued() -> list[dict]:
             hung_up, sent = asyncio.Event(), []
-            messages = [{"type": "http.request", "body": body, "more_body": False}]
+            messages = [{"type": "http.request", "body": upload_body, "more_body": False}]
 
             async def receive() -> dict:
                 if messages:
@@ -390,7 +444,7 @@ def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository):
             scope = {
                 "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
                 "path": "/classify", "raw_path": b"/classify", "query_string": b"", "root_path": "",
-                "headers": [(b"content-type", b"image/jpeg"), (b"content-length", str(len(body)).encode())],
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(upload_body)).encode())],
                 "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
             }  # fmt: skip
             leaving = asyncio.ensure_future(c.app(scope, receive, send))
