@@ -2,49 +2,19 @@
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import cpus
+
 
 def _split(value: object) -> object:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
-
-
-# cgroup v2's CPU limit ("QUOTA PERIOD" or "max PERIOD"); cgroup v1 keeps quota and period in two files.
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
-CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
-
-
-def cgroup_cpu_limit() -> int | None:
-    """The container's CPU limit, rounded up to whole CPUs, or None when there is none (or no cgroup to read)."""
-    try:
-        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
-    except (OSError, ValueError):
-        try:
-            quota = (CGROUP_V1_CPU / "cpu.cfs_quota_us").read_text().strip()
-            period = (CGROUP_V1_CPU / "cpu.cfs_period_us").read_text().strip()
-        except OSError:
-            return None
-    if quota in ("max", "-1") or not quota.isdigit() or not period.isdigit() or int(period) == 0:
-        return None
-    return max(1, math.ceil(int(quota) / int(period)))
-
-
-def affinity_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a container CPU limit."""
-    cpus, limit = affinity_cpus(), cgroup_cpu_limit()
-    return min(cpus, limit) if limit else cpus
 
 
 class Settings(BaseSettings):
@@ -109,14 +79,14 @@ class Settings(BaseSettings):
     def preprocess_threads(self) -> int:
         """``preprocess_workers``, or one per CPU this process may use: decoding is most of a request's CPU
         besides inference (2 threads measured best on the 2-core development machine; a GPU server has more)."""
-        return self.preprocess_workers or available_cpus()
+        return self.preprocess_workers or cpus.available_cpus()
 
     @property
     def inference_threads(self) -> int:
         """``intra_op_threads``; when 0, ONNX Runtime's own default (one per physical core) unless a container CPU
         limit is lower: a pod limited to 2 CPUs on a 64-core node would otherwise run 64 threads, throttled."""
-        limit = cgroup_cpu_limit()
-        if self.intra_op_threads or limit is None or limit >= affinity_cpus():
+        limit = cpus.cgroup_cpu_limit()
+        if self.intra_op_threads or limit is None or limit >= cpus.affinity_cpus():
             return self.intra_op_threads
         return limit
 

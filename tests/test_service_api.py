@@ -477,7 +477,7 @@ def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository, uplo
 
 
 def test_decoding_threads_default_to_one_per_available_cpu(repository):
-    from service.settings import available_cpus
+    from service.cpus import available_cpus
 
     available = available_cpus()
     assert Settings(preprocess_workers=3).preprocess_threads == 3
@@ -490,17 +490,17 @@ def test_decoding_threads_default_to_one_per_available_cpu(repository):
 def test_thread_counts_respect_a_container_cpu_limit(tmp_path, monkeypatch):
     import os
 
-    import service.settings as settings_module
+    import service.cpus as cpus
 
     cores = len(os.sched_getaffinity(0))
     cpu_max = tmp_path / "cpu.max"
-    monkeypatch.setattr(settings_module, "CGROUP_CPU_MAX", cpu_max)
-    monkeypatch.setattr(settings_module, "CGROUP_V1_CPU", tmp_path / "no-v1")
+    monkeypatch.setattr(cpus, "CGROUP_CPU_MAX", cpu_max)
+    monkeypatch.setattr(cpus, "CGROUP_V1_CPU", tmp_path / "no-v1")
     cpu_max.write_text("max 100000\n")  # no limit: ONNX Runtime keeps its own default (0), decoding one per CPU
-    assert settings_module.cgroup_cpu_limit() is None
+    assert cpus.cgroup_cpu_limit() is None
     assert Settings().inference_threads == 0 and Settings().preprocess_threads == cores
     cpu_max.write_text("50000 100000\n")  # half a CPU rounds up to one
-    assert settings_module.cgroup_cpu_limit() == 1
+    assert cpus.cgroup_cpu_limit() == 1
     assert Settings().inference_threads == (1 if cores > 1 else 0) and Settings().preprocess_threads == 1
     assert Settings(intra_op_threads=3, preprocess_workers=5).inference_threads == 3  # explicit settings win
     assert Settings(intra_op_threads=3, preprocess_workers=5).preprocess_threads == 5
@@ -511,8 +511,8 @@ def test_thread_counts_respect_a_container_cpu_limit(tmp_path, monkeypatch):
     v1.mkdir()
     (v1 / "cpu.cfs_quota_us").write_text("100000\n")
     (v1 / "cpu.cfs_period_us").write_text("100000\n")
-    monkeypatch.setattr(settings_module, "CGROUP_V1_CPU", v1)
-    assert settings_module.cgroup_cpu_limit() == 1
+    monkeypatch.setattr(cpus, "CGROUP_V1_CPU", v1)
+    assert cpus.cgroup_cpu_limit() == 1
 
 
 def test_decoding_in_worker_processes_gives_the_same_answers_and_errors(repository):
