@@ -59,6 +59,7 @@ bench: setup tools
 	  $(PY) bench/http_load.py --model $$m --json bench/results/http-$$m.json || exit 1; done
 	$(PY) bench/http_load.py --model resnet50-int8 --concurrency 8 --no-naive --big-photos --memory-requests 20000 \
 	  --json bench/results/http-resnet50-int8-extra.json
+	$(PY) bench/event_loop_cost.py --model cifar10-resnet56 --json bench/results/event-loop-cost-cifar10-resnet56.json
 
 models-table: setup
 	$(PY) -m training.models
