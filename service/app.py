@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Image classification with the ResNets of He et al. (2015): dynamic batching onto ONNX Runtime.",
         lifespan=lifespan,
     )
-    install_error_handlers(app, count=lambda code: metrics.rejected.labels(code).inc())
+    install_error_handlers(app, count=metrics.count_rejection)
 
     app.include_router(router)
     app.add_middleware(RawClassifyMiddleware)  # inside the next one: request ids, body limit and metrics apply to it

@@ -43,3 +43,7 @@ class Metrics:
             children = self._by_route[route, status] = (self.requests.labels(route, str(status)), self.latency.labels(route))
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_rejection(self, code: str) -> None:
+        """A request refused with a typed error (``errors.response_for`` calls it)."""
+        self.rejected.labels(code).inc()

@@ -88,7 +88,7 @@ class RequestContextMiddleware:
     async def _refuse_too_large(self, declared: int, request_id: str, send: Send) -> None:
         message = f"request body of {declared} bytes is over the {self.max_body_bytes}-byte limit"
         body = json.dumps(error_body(PayloadTooLarge.code, message, request_id)).encode()
-        self.metrics.rejected.labels(PayloadTooLarge.code).inc()
+        self.metrics.count_rejection(PayloadTooLarge.code)
         await send(
             {
                 "type": "http.response.start",

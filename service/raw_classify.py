@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import InvalidParameter, response_for
-from .routes import RAW_CONTENT_TYPES, admitted, classify_bytes, content_type, timeout_seconds, unless_client_leaves
+from .routes import RAW_CONTENT_TYPES, classify_one, content_type
 
 # What RequestContextMiddleware reads for the route label of its metrics (FastAPI sets the matched route there).
 CLASSIFY_ROUTE = SimpleNamespace(path="/classify")
@@ -35,17 +35,13 @@ def _number(text: str | None, kind: type, where: str) -> int | float | None:
 
 
 async def classify_raw(request: Request) -> dict:
-    """The body of ``routes.classify`` for a raw body, with its parameters read by hand (the last of repeated
-    query parameters wins, as in FastAPI)."""
-    query, state = request.query_params, request.app.state.service
+    """``routes.classify`` with its parameters read by hand (the last of repeated query parameters wins, as in
+    FastAPI)."""
+    query = request.query_params
     top_k = _number(query.get("top_k"), int, "query.top_k")
     version = _number(query.get("version"), int, "query.version")
     timeout_ms = _number(request.headers.get("x-request-timeout-ms"), float, "header.x-request-timeout-ms")
-    with admitted(state):
-        timeout_s = timeout_seconds(state, timeout_ms)
-        data = await request.body()
-        work = classify_bytes(state, data, query.get("model"), version, top_k, timeout_s)
-        return await unless_client_leaves(request, work)
+    return await classify_one(request, query.get("model"), version, top_k, timeout_ms)
 
 
 class RawClassifyMiddleware:
@@ -64,6 +60,7 @@ class RawClassifyMiddleware:
         try:
             response = JSONResponse(await classify_raw(request))
         except Exception as exc:  # mapped to its status in one place; 500 for the unexpected
-            rejected = request.app.state.service.metrics.rejected
-            response = response_for(exc, scope.get("state", {}).get("request_id"), lambda code: rejected.labels(code).inc())
+            response = response_for(
+                exc, scope.get("state", {}).get("request_id"), request.app.state.service.metrics.count_rejection
+            )
         await response(scope, receive, send)

@@ -207,9 +207,16 @@ async def classify(
     version: int | None = Query(None, description="model version (default: the served one)"),
     x_request_timeout_ms: float | None = Header(None, description="lower this request's deadline"),
 ) -> dict:
+    return await classify_one(request, model, version, top_k, x_request_timeout_ms)
+
+
+async def classify_one(
+    request: Request, model: str | None, version: int | None, top_k: int | None, timeout_ms: float | None
+) -> dict:
+    """``POST /classify`` once its parameters are parsed: by FastAPI (the route above) or by hand (raw_classify.py)."""
     state = service(request)
     with admitted(state):
-        timeout_s = timeout_seconds(state, x_request_timeout_ms)
+        timeout_s = timeout_seconds(state, timeout_ms)
         data = await read_single_image(request)
         return await unless_client_leaves(request, classify_bytes(state, data, model, version, top_k, timeout_s))
 
