@@ -99,7 +99,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")  # convert() copies even an RGB image
 
 
 def decode_image(data: bytes, spec: Preprocess, max_pixels: int) -> Image.Image:
@@ -121,7 +121,10 @@ def decode_image(data: bytes, spec: Preprocess, max_pixels: int) -> Image.Image:
                 # so the antialiased resize still averages over several source pixels (see docs/service.md).
                 img.draft("RGB", resized_size(width, height, DRAFT_OVERSAMPLE * spec.resize))
             img.load()
-            img = ImageOps.exif_transpose(img) or img
+            # A JPEG without an EXIF segment has no orientation; exif_transpose would parse and copy for nothing
+            # (~0.1 ms of a ~1.3 ms decode). Other formats keep orientation elsewhere (TIFF tags, PNG eXIf).
+            if img.format != "JPEG" or "exif" in img.info:
+                ImageOps.exif_transpose(img, in_place=True)
             return _to_rgb(img)
     except (PayloadTooLarge, UnsupportedMedia):
         raise

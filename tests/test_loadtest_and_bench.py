@@ -86,7 +86,7 @@ def test_inprocess_bench_smoke(repository, tmp_path):
     )
     (row,) = json.loads(out.read_text())
     assert row["backend"] == "CPU/fp32" and set(row["batch"]) == {"1", "4"}
-    assert row["loop_img_s"] > 0 and row["preprocess_img_s"] > 0
+    assert row["loop_img_s"] > 0 and row["preprocess_img_s"] > 0 and row["serial_img_s"] > 0
 
 
 def test_preprocess_cost_bench_smoke(tmp_path):

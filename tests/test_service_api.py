@@ -257,6 +257,23 @@ def test_image_modes_and_exif(client):
     assert [p["score"] for p in rotated["predictions"]] != pytest.approx([p["score"] for p in plain["predictions"]], abs=1e-6)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_exif_orientation_in_each_format(fmt):
+    from model_repository import Preprocess
+    from service.imaging import decode_image
+
+    spec = Preprocess(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    stored = Image.new("RGB", (60, 40), (200, 30, 30))  # landscape as stored; orientation 6 shows it portrait
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    with_tag, without = io.BytesIO(), io.BytesIO()
+    stored.save(with_tag, fmt, exif=exif)
+    stored.save(without, fmt)
+    assert decode_image(with_tag.getvalue(), spec, 10**6).size == (40, 60)
+    plain = decode_image(without.getvalue(), spec, 10**6)
+    assert plain.size == (60, 40) and plain.mode == "RGB"
+
+
 def test_batch_endpoint_one_result_per_file_in_order(client):
     files = [
         ("file", ("a.jpg", jpeg_bytes(seed=1), "image/jpeg")),
