@@ -3,7 +3,8 @@ the naive baseline (bench/naive_server.py) on the same images and machine.
 
     python bench/http_load.py --model resnet50 --concurrency 1 8 32 128 --seconds 15 --json bench/results/http-resnet50.json
 
-Reports req/s, p50/p95/p99, errors, mean batch size (from /metrics) and the load generator's CPU share.
+Reports req/s, p50/p95/p99, errors, mean batch size (from /metrics) and the load generator's CPU share; with
+``--limits-seconds``, each service row also as a share of the in-process limits measured right after it.
 Options add the 12-megapixel upload comparison and the RSS drift over many requests.
 """
 
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -136,7 +138,41 @@ def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float, steady
     return stats
 
 
-def measure(name: str, server: Process, photo_list: Path, concurrencies, seconds: float, is_service: bool) -> list[dict]:
+def inprocess_limits(model_args: list[str], backend: str, seconds: float) -> dict:
+    """The in-process limits of ``backend`` measured now, by bench/inprocess.py in its own process (the service
+    idles meanwhile): the plain loop's img/s at its best batch of 16 and 64, and the serial loop's (one image
+    at a time, batch 1: all a client that waits for each answer can get)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "limits.json"
+        steps = ["--backends", backend, "--batches", "16", "64", "--seconds", str(seconds), "--json", str(out)]
+        subprocess.run([PY, str(ROOT / "bench" / "inprocess.py"), *model_args, *steps], check=True, capture_output=True)
+        (row,) = [r for r in json.loads(out.read_text()) if r["backend"] == backend]
+    return {"loop_img_s": row["loop_img_s"], "loop_batch": row["best_batch"], "serial_img_s": row["serial_img_s"]}
+
+
+def compare_with_limits(stats: dict, limits: dict) -> str:
+    """Adds the limits and the service's steady req/s as a share of the loop (and, at concurrency 1, of the
+    serial loop) to ``stats``; returns them as words."""
+    stats["inprocess"] = limits
+    stats["pct_of_loop"] = 100 * stats["steady_req_s"] / limits["loop_img_s"]
+    words = f"  {stats['pct_of_loop']:.0f}% of loop {limits['loop_img_s']:.1f}"
+    if stats["concurrency"] == 1:
+        stats["pct_of_serial"] = 100 * stats["steady_req_s"] / limits["serial_img_s"]
+        words += f", {stats['pct_of_serial']:.0f}% of serial {limits['serial_img_s']:.1f}"
+    return words
+
+
+def measure(
+    name: str,
+    server: Process,
+    photo_list: Path,
+    concurrencies,
+    seconds: float,
+    is_service: bool,
+    limits: Callable[[], dict] | None = None,
+) -> list[dict]:
+    """One row per concurrency. ``limits``: measures the in-process limits right after each row, so each ratio
+    compares runs a few seconds apart on this noisy machine."""
     rows = []
     for c in concurrencies:
         warm = run_wrk(server.url, photo_list, c, min(2.0, seconds))  # warm-up at this concurrency
@@ -149,10 +185,11 @@ def measure(name: str, server: Process, photo_list: Path, concurrencies, seconds
         stats.update(server=name, concurrency=c, rss_mb=rss_mb(server.proc.pid))
         rows.append(stats)
         steady = f" (steady {stats['steady_req_s']:.1f})" if "steady_req_s" in stats else ""
+        against = compare_with_limits(stats, limits()) if limits else ""
         print(
             f"{name:<26} c={c:<4} {stats['req_s']:7.1f} req/s{steady}  p50 {stats['p50_ms']:7.1f}  p95 {stats['p95_ms']:7.1f}  "
             f"p99 {stats['p99_ms']:7.1f} ms  errors {stats['errors']}  batch {stats.get('mean_batch', 1):.1f}  "
-            f"wrk CPU {stats['loadgen_cpu_share_pct']:.0f}%  RSS {stats['rss_mb']:.0f} MB",
+            f"wrk CPU {stats['loadgen_cpu_share_pct']:.0f}%  RSS {stats['rss_mb']:.0f} MB{against}",
             flush=True,
         )
     return rows
@@ -192,6 +229,13 @@ def main() -> None:
     p.add_argument("--big-photos", action="store_true", help="also compare 12-megapixel uploads at concurrency 8")
     p.add_argument("--memory-requests", type=int, default=0, help="also measure RSS after 1,000 and after this many requests")
     p.add_argument("--service-args", default="", help="extra flags for python -m service")
+    p.add_argument(
+        "--limits-seconds",
+        type=float,
+        default=0,
+        help="after each service row, measure the in-process limits of the service's backend for this long per step "
+        "(bench/inprocess.py) and report the row as a share of them (0: do not)",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     if not shutil.which("wrk"):
@@ -231,7 +275,10 @@ def main() -> None:
         try:
             backend = httpx.get(service.url + f"/v1/models/{name}").json()["versions"][-1]["backend"]
             results["backend"] = backend
-            results["rows"] += measure(f"service {backend}", service, listing, args.concurrency, args.seconds, True)
+            model_args = ["--models", args.model, "--repository", str(args.repository)]
+            model_args += ["--bench-repository", str(args.bench_repository), "--photos", str(args.photos)]
+            limits = (lambda: inprocess_limits(model_args, backend, args.limits_seconds)) if args.limits_seconds else None
+            results["rows"] += measure(f"service {backend}", service, listing, args.concurrency, args.seconds, True, limits)
             if args.big_photos:
                 big = write_list(make_big_photos(photos, Path(tmp)), Path(tmp) / "big")
                 small = run_wrk(service.url, listing, 8, args.seconds)

@@ -130,13 +130,18 @@ def test_http_bench_smoke(repository, tmp_path):
             "4",
             "--seconds",
             "1",
+            "--limits-seconds",
+            "0.2",
             "--json",
             str(out),
         ],
         check=True,
         capture_output=True,
-        timeout=180,
+        timeout=240,
     )
     result = json.loads(out.read_text())
     servers = {r["server"].split()[0] for r in result["rows"]}
     assert servers == {"service", "naive"} and all(r["errors"] == 0 and r["req_s"] > 0 for r in result["rows"])
+    service_rows = [r for r in result["rows"] if r["server"].startswith("service")]
+    assert all(r["pct_of_loop"] > 0 and r["inprocess"]["loop_img_s"] > 0 for r in service_rows)
+    assert [("pct_of_serial" in r) for r in service_rows] == [True, False]  # concurrency 1, then 4
