@@ -56,7 +56,7 @@ serve: setup-serve
 bench: setup tools
 	$(PY) bench/inprocess.py --models resnet50 resnet50-int8 resnet18 resnet18-int8 cifar10-resnet56 --json bench/results/inprocess.json
 	for m in resnet50 resnet50-int8 resnet18 resnet18-int8 cifar10-resnet56; do \
-	  $(PY) bench/http_load.py --model $$m --json bench/results/http-$$m.json || exit 1; done
+	  $(PY) bench/http_load.py --model $$m --limits-seconds 3 --json bench/results/http-$$m.json || exit 1; done
 	$(PY) bench/http_load.py --model resnet50-int8 --concurrency 8 --no-naive --big-photos --memory-requests 20000 \
 	  --json bench/results/http-resnet50-int8-extra.json
 	$(PY) bench/event_loop_cost.py --model cifar10-resnet56 --json bench/results/event-loop-cost-cifar10-resnet56.json
