@@ -80,6 +80,25 @@ def classified(url: str) -> float:
     return answered
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(the whole process's, its main thread's) CPU seconds so far. The service's main thread runs the event loop:
+    HTTP parsing, the middlewares, JSON; decoding and inference run on other threads."""
+
+    def used(stat: str) -> float:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()  # from field 3 (state) on: utime is 14, stime 15
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    return used(f"/proc/{pid}/stat"), used(f"/proc/{pid}/task/{pid}/stat")
+
+
+def machine_ticks() -> list[int]:
+    """The first line of /proc/stat: user, nice, system, idle, iowait, irq, softirq, steal, ... in clock ticks."""
+    return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+
 def settle(url: str, is_service: bool, warmup_p99_ms: float, limit_s: float = 60.0) -> None:
     """Let the requests the warm-up abandoned (wrk closes its connections mid-request) finish before the timed
     run, so they do not sit ahead of its first requests: until the service reports none in flight, or, for the
@@ -92,10 +111,11 @@ def settle(url: str, is_service: bool, warmup_p99_ms: float, limit_s: float = 60
         time.sleep(0.05)
 
 
-def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float, steady: bool = False) -> dict:
+def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float, steady_pid: int | None = None) -> dict:
     """One wrk run. wrk's req/s counts only completed requests over the whole run, which under-reports by about
     p50 / duration at high concurrency (the pipeline fills at the start, in-flight requests are cut at the end);
-    with ``steady``, the service's counter is also sampled over the middle half of the run."""
+    with ``steady_pid`` (the service's process), the service's counter is also sampled over the middle half of the
+    run, with that process's CPU time (all of it, and its event loop's) and the machine's busy and kernel shares."""
     threads = max(1, min(2, concurrency))
     duration = max(1, round(seconds))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -117,13 +137,21 @@ def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float, steady
         stdout=subprocess.PIPE,
         text=True,
     )
-    steady_rate = None
-    if steady:
+    steady: dict = {}
+    if steady_pid:
         time.sleep(duration / 4)
-        c1, t1 = classified(url), time.perf_counter()
+        c1, t1, cpu1, m1 = classified(url), time.perf_counter(), cpu_seconds(steady_pid), machine_ticks()
         time.sleep(duration / 2)
-        c2, t2 = classified(url), time.perf_counter()
-        steady_rate = (c2 - c1) / (t2 - t1)
+        c2, t2, cpu2, m2 = classified(url), time.perf_counter(), cpu_seconds(steady_pid), machine_ticks()
+        answered = max(c2 - c1, 1)
+        ticks = [b - a for a, b in zip(m1, m2, strict=True)]
+        steady = {
+            "steady_req_s": (c2 - c1) / (t2 - t1),
+            "service_cpu_ms_per_req": 1000 * (cpu2[0] - cpu1[0]) / answered,
+            "event_loop_cpu_ms_per_req": 1000 * (cpu2[1] - cpu1[1]) / answered,
+            "machine_busy_pct": 100 * (1 - (ticks[3] + ticks[4]) / max(sum(ticks), 1)),
+            "machine_kernel_pct": 100 * (ticks[2] + ticks[5] + ticks[6]) / max(sum(ticks), 1),
+        }
     out, _ = proc.communicate()
     if proc.returncode:
         raise RuntimeError(f"wrk failed ({proc.returncode})")
@@ -132,8 +160,7 @@ def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float, steady
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     stats = json.loads(out.strip().splitlines()[-1])
     stats["req_s"] = stats["requests"] / stats["seconds"]
-    if steady_rate is not None:
-        stats["steady_req_s"] = steady_rate
+    stats.update(steady)
     stats["loadgen_cpu_share_pct"] = 100 * cpu / (wall * (os.cpu_count() or 1))
     return stats
 
@@ -178,13 +205,18 @@ def measure(
         warm = run_wrk(server.url, photo_list, c, min(2.0, seconds))  # warm-up at this concurrency
         settle(server.url, is_service, warm["p99_ms"])
         before = batch_totals(server.url) if is_service else None
-        stats = run_wrk(server.url, photo_list, c, seconds, steady=is_service)
+        stats = run_wrk(server.url, photo_list, c, seconds, server.proc.pid if is_service else None)
         if is_service:
             after = batch_totals(server.url)
             stats["mean_batch"] = (after[0] - before[0]) / max(after[1] - before[1], 1)
         stats.update(server=name, concurrency=c, rss_mb=rss_mb(server.proc.pid))
         rows.append(stats)
         steady = f" (steady {stats['steady_req_s']:.1f})" if "steady_req_s" in stats else ""
+        if "service_cpu_ms_per_req" in stats:
+            steady += (
+                f"  CPU/req {stats['service_cpu_ms_per_req']:.2f} ms (event loop {stats['event_loop_cpu_ms_per_req']:.2f}), "
+                f"machine {stats['machine_busy_pct']:.0f}% busy, {stats['machine_kernel_pct']:.0f}% kernel"
+            )
         against = compare_with_limits(stats, limits()) if limits else ""
         print(
             f"{name:<26} c={c:<4} {stats['req_s']:7.1f} req/s{steady}  p50 {stats['p50_ms']:7.1f}  p95 {stats['p95_ms']:7.1f}  "
