@@ -94,7 +94,9 @@ def main() -> None:
     for model, version_dir in dirs.items():
         backends = candidate_backends([], "auto", True, True, manifest_of(version_dir).precision)
         if args.backends:
-            backends = [b for b in backends if b.label in args.backends or b.precision == "int8"]
+            named_int8 = any(label.endswith("/int8") for label in args.backends)
+            # an int8 graph runs only as int8: unless an int8 backend is named, measure each of them
+            backends = [b for b in backends if b.label in args.backends or (b.precision == "int8" and not named_int8)]
         for backend in backends:
             try:
                 r = measure(version_dir, backend, photos, args.batches, args.seconds, args.threads, args.loop_threads)

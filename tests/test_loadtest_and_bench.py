@@ -144,6 +144,8 @@ def test_http_bench_smoke(repository, tmp_path):
     assert servers == {"service", "naive"} and all(r["errors"] == 0 and r["req_s"] > 0 for r in result["rows"])
     service_rows = [r for r in result["rows"] if r["server"].startswith("service")]
     assert all(r["pct_of_loop"] > 0 and r["inprocess"]["loop_img_s"] > 0 for r in service_rows)
-    assert all(0 < r["event_loop_cpu_ms_per_req"] < r["service_cpu_ms_per_req"] for r in service_rows)
+    # CPU time comes in 10 ms clock ticks: a short window can show no tick on the event loop, never more than in all
+    for r in service_rows:
+        assert 0 <= r["event_loop_cpu_ms_per_req"] <= r["service_cpu_ms_per_req"] and r["service_cpu_ms_per_req"] > 0
     assert all(0 < r["machine_busy_pct"] <= 100 for r in service_rows)
     assert [("pct_of_serial" in r) for r in service_rows] == [True, False]  # concurrency 1, then 4
