@@ -7,6 +7,7 @@ plain loop decode+preprocess+inference at the best batch size, for each backend 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,8 +37,8 @@ def measure(
     result["best_batch"] = best
     result["single_image_ms"] = result["batch"][1]["ms_per_batch"] if 1 in result["batch"] else None
     spec, max_px = manifest.preprocess, 100_000_000
-    i = iter(range(10**9))
-    per_image, _ = rate(lambda: image_to_input(photos[next(i) % len(photos)], spec, max_px), seconds)
+    rotation = itertools.cycle(photos)
+    per_image, _ = rate(lambda: image_to_input(next(rotation), spec, max_px), seconds)
     result["preprocess_img_s"] = 1 / per_image
 
     # The plain loop: decode+preprocess a batch in a thread pool (2 threads: the development machine's cores) while
@@ -46,28 +47,26 @@ def measure(
     # leaving one decoding thread of two (what this loop did until 2026-11-28).
     pool, assembler = ThreadPoolExecutor(loop_threads), ThreadPoolExecutor(1)
 
-    def prepare(k: int):
-        items = [photos[(k * best + j) % len(photos)] for j in range(best)]
+    def prepare():  # on the assembler thread only, so one rotation serves every batch
+        items = [next(rotation) for _ in range(best)]
         return np.stack(list(pool.map(lambda d: image_to_input(d, spec, max_px), items)))
 
-    counter = iter(range(10**9))
-    pending = assembler.submit(prepare, next(counter))
+    pending = assembler.submit(prepare)
 
     def step():
         nonlocal pending
         batch = pending.result()
-        pending = assembler.submit(prepare, next(counter))
+        pending = assembler.submit(prepare)
         runner(batch)
 
     per_batch, _ = rate(step, seconds)
     result["loop_img_s"] = best / per_batch
     # One image at a time, decoded then classified at batch 1: the most a client that waits for each answer
     # (concurrency 1) can get, with nothing to overlap.
-    j = iter(range(10**9))
-    per_image, _ = rate(lambda: runner(image_to_input(photos[next(j) % len(photos)], spec, max_px)[None]), seconds)
-    result["serial_img_s"] = 1 / per_image
     pool.shutdown()
     assembler.shutdown()
+    per_image, _ = rate(lambda: runner(image_to_input(next(rotation), spec, max_px)[None]), seconds)
+    result["serial_img_s"] = 1 / per_image
     return result
 
 
@@ -92,11 +91,12 @@ def main() -> None:
             dirs[m] = latest_version(args.repository, m)
     results = []
     for model, version_dir in dirs.items():
-        backends = candidate_backends([], "auto", True, True, manifest_of(version_dir).precision)
+        graph_precision = manifest_of(version_dir).precision
+        backends = candidate_backends([], "auto", True, True, graph_precision)
         if args.backends:
-            named_int8 = any(label.endswith("/int8") for label in args.backends)
-            # an int8 graph runs only as int8: unless an int8 backend is named, measure each of them
-            backends = [b for b in backends if b.label in args.backends or (b.precision == "int8" and not named_int8)]
+            # An int8 graph runs only as int8: when none of its backends is named, measure each of them.
+            named = [b for b in backends if b.label in args.backends]
+            backends = named or (backends if graph_precision != "fp32" else [])
         for backend in backends:
             try:
                 r = measure(version_dir, backend, photos, args.batches, args.seconds, args.threads, args.loop_threads)
