@@ -111,22 +111,27 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path, server_facto
     )
     data = jpeg_bytes((400, 300))
     responses, errors = [], []
-    started = threading.Event()
+    signalled = None
 
     def worker():
+        # Each worker sends again as soon as it has an answer, so requests are always queued on the server
+        # (24 clients, batches of 2) whatever this machine's speed; it stops once the server refuses it.
         try:
             with httpx.Client(timeout=60) as c:
-                started.set()
-                r = classify(c, server.url, data)
-                responses.append((r, time.perf_counter()))
-        except httpx.TransportError as exc:  # connection refused after the listener closed
+                while signalled is None or time.perf_counter() - signalled < 60:
+                    r = classify(c, server.url, data)
+                    responses.append((r, time.perf_counter()))
+                    if r.status_code != 200:
+                        return
+        except httpx.TransportError as exc:  # connection refused or closed after the listener closed
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(24)]
     for t in threads:
         t.start()
-    started.wait()
-    time.sleep(0.3)  # let requests get in flight
+    deadline = time.perf_counter() + 60
+    while len(responses) < 24 and time.perf_counter() < deadline:  # under load: every client has been served
+        time.sleep(0.01)
     server.proc.send_signal(signal.SIGTERM)
     signalled = time.perf_counter()
     ready_during_drain = None
@@ -139,6 +144,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path, server_facto
     # Requests in flight at SIGTERM finished during the drain.
     assert any(r.status_code == 200 and done > signalled for r, done in responses), statuses
     assert set(statuses) <= {200, 503}, statuses  # accepted requests finished; none failed mid-way
+    assert statuses.count(503) + len(errors) == 24  # every client was refused in the end: no new work accepted
     assert "drained" in server.output()
     if ready_during_drain is not None:
         assert ready_during_drain == 503
