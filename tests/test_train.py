@@ -253,6 +253,41 @@ def test_ddp_two_processes_gloo(toy_cifar, tmp_path):
     assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 logs
 
 
+LEAVE_GROUP_SCRIPT = """
+import gc, weakref
+import torch, torch.distributed as dist
+from torch import nn
+from training.distributed import finish_distributed, setup_distributed
+
+setup_distributed("cpu")
+model = nn.Linear(4, 2)
+ddp = nn.parallel.DistributedDataParallel(model)  # imports torch._dynamo, after the group exists
+ddp(torch.randn(2, 4)).sum().backward()
+del ddp
+group = weakref.ref(dist.group.WORLD)
+finish_distributed(model, None)
+gc.collect()
+print("group freed" if group() is None else "group still alive")
+"""
+
+
+@pytest.mark.slow
+def test_ddp_leaves_the_process_group_freed(tmp_path):
+    """After finish_distributed nothing holds the gloo group: its threads are joined while Python is whole, not
+    left running into interpreter shutdown (where they now and then abort the process)."""
+    script = tmp_path / "leave_group.py"
+    script.write_text(LEAVE_GROUP_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("group freed") == 2, proc.stdout
+
+
 def test_imagefolder_dataset_trains(tmp_path):
     from tests.conftest import make_image_folder
 

@@ -9,6 +9,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+# Imported before any process group exists, on purpose: this module's functions take ``group=group.WORLD`` as
+# default arguments, evaluated when it is first imported. DDP imports it (through torch._dynamo) when it is
+# constructed; imported then, its defaults hold the default group for good, destroy_process_group cannot free it,
+# and gloo's threads live on into interpreter shutdown: the likely cause of a rank that once in ~10 suites aborted
+# at exit ("terminate called without an active exception"). Test: test_ddp_leaves_the_process_group_freed
+import torch.distributed.nn.functional
 from torch import nn
 
 from training.checkpoint import load_checkpoint, save_atomic
