@@ -61,10 +61,10 @@ def measure(
 
     per_batch, _ = rate(step, seconds)
     result["loop_img_s"] = best / per_batch
-    # One image at a time, decoded then classified at batch 1: the most a client that waits for each answer
-    # (concurrency 1) can get, with nothing to overlap.
     pool.shutdown()
     assembler.shutdown()
+    # One image at a time, decoded then classified at batch 1: the most a client that waits for each answer
+    # (concurrency 1) can get, with nothing to overlap.
     per_image, _ = rate(lambda: runner(image_to_input(next(rotation), spec, max_px)[None]), seconds)
     result["serial_img_s"] = 1 / per_image
     return result
