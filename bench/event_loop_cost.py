@@ -1,14 +1,15 @@
 """The event loop's CPU per /classify request: the HTTP layer's share of a request's cost, without sockets.
 
     python bench/event_loop_cost.py --model cifar10-resnet56 --requests 1500 --rounds 2 --json bench/results/event-loop-cost.json
+    python bench/event_loop_cost.py --against /tmp/base --rounds 3     # this tree and another checkout, alternating
 
 Drives the service's ASGI app in-process (the real app, model, decoding threads and batcher; no sockets, no
 uvicorn) with ``--concurrency`` raw-body requests at a time over the photos, and reads the CPU time of the
-event-loop thread alone (``time.thread_time``): the CPU that FastAPI, the middleware and our request handling take
-per request, beside decoding and inference in their own threads. A thread's CPU time hardly depends on what
-else runs on the machine, so this can be measured while a training job shares it. Two apps alternate, ``--rounds``
-times each: the service as built (raw bodies answered by service/raw_classify.py) and the same app without that
-middleware (every request through FastAPI's route).
+event-loop thread alone (``time.thread_time``): the CPU that Starlette/FastAPI, the middleware and our request
+handling take per request, beside decoding and inference in their own threads. A thread's CPU time hardly
+depends on what else runs on the machine, so this can be measured while a training job shares it. With
+``--against CHECKOUT`` each round also measures that checkout's service (a git worktree of another commit), in a
+subprocess that imports it, so the two are compared side by side in one run.
 """
 
 from __future__ import annotations
@@ -17,18 +18,16 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 from common import DEFAULT_PHOTOS, ROOT, photo_bytes
 
-from service.app import create_app
-from service.settings import Settings
-
-try:
-    from service.raw_classify import RawClassifyMiddleware
-except ImportError:  # a checkout from before the raw path (to measure it the same way)
-    RawClassifyMiddleware = None
+if "--checkout" in sys.argv:  # measuring another checkout: import its service, not this tree's (common put ROOT first)
+    sys.path.insert(0, sys.argv[sys.argv.index("--checkout") + 1])
 
 
 async def post(app, body: bytes) -> int:
@@ -57,10 +56,14 @@ async def post(app, body: bytes) -> int:
     return statuses[0]
 
 
-async def measure(settings: Settings, raw_path: bool, photos: list[bytes], requests: int, concurrency: int) -> dict:
+async def measure(args: argparse.Namespace, photos: list[bytes]) -> dict:
+    from service.app import create_app
+    from service.settings import Settings
+
+    print(f"measuring {Path(sys.modules['service'].__file__).parent.parent}", file=sys.stderr)
+    settings = Settings(model_repository=args.repository, models=[args.model], poll_interval_s=0, log_level="warning")
+    requests, concurrency = args.requests, args.concurrency
     app = create_app(settings)
-    if not raw_path:
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not RawClassifyMiddleware]
     async with app.router.lifespan_context(app):
         for i in range(2 * concurrency):  # warm the batch sizes and the decoding threads
             await post(app, photos[i % len(photos)])
@@ -78,6 +81,16 @@ async def measure(settings: Settings, raw_path: bool, photos: list[bytes], reque
     return {"event_loop_cpu_ms_per_request": 1000 * cpu / requests, "wall_ms_per_request": 1000 * wall / requests}
 
 
+def measure_checkout(args: argparse.Namespace, checkout: Path) -> dict:
+    """One round of ``measure`` on another checkout's service, in a subprocess that imports it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "round.json"
+        flags = ["--model", args.model, "--repository", str(args.repository), "--photos", str(args.photos)]
+        flags += ["--requests", str(args.requests), "--concurrency", str(args.concurrency), "--rounds", "1"]
+        subprocess.run([sys.executable, __file__, *flags, "--checkout", str(checkout), "--json", str(out)], check=True)
+        return json.loads(out.read_text())["runs"]["this tree"][0]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cifar10-resnet56")
@@ -86,14 +99,18 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1500)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--against", type=Path, help="another checkout (git worktree) to measure in alternate rounds")
+    p.add_argument("--checkout", type=Path, help=argparse.SUPPRESS)  # set by --against for its subprocess
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    settings = Settings(model_repository=args.repository, models=[args.model], poll_interval_s=0, log_level="warning")
+    args.repository, args.photos = args.repository.resolve(), args.photos.resolve()
     photos = photo_bytes(args.photos)
-    runs: dict[str, list[dict]] = {"raw path": [], "FastAPI route only": []} if RawClassifyMiddleware else {"as built": []}
+    runs: dict[str, list[dict]] = {"this tree": []}
+    if args.against:
+        runs[f"against {args.against}"] = []
     for _ in range(args.rounds):
         for name in runs:
-            row = asyncio.run(measure(settings, name != "FastAPI route only", photos, args.requests, args.concurrency))
+            row = asyncio.run(measure(args, photos)) if name == "this tree" else measure_checkout(args, args.against)
             runs[name].append(row)
             print(f"{name:<20} event loop {row['event_loop_cpu_ms_per_request']:.3f} ms CPU/request", flush=True)
     summary = {name: statistics.median(r["event_loop_cpu_ms_per_request"] for r in rows) for name, rows in runs.items()}

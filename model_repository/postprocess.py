@@ -1,5 +1,5 @@
-"""The manifest's ``output.kind == "logits"`` turned into probabilities: one definition for the exporter's parity
-check and the service's golden check and answers."""
+"""A model's output turned into probabilities by the manifest's ``output.kind``: one definition for the exporter's
+parity check and the service's golden check and answers."""
 
 from __future__ import annotations
 
@@ -11,3 +11,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def to_probabilities(output: np.ndarray, kind: str) -> np.ndarray:
+    """(..., C) model output -> (..., C) probabilities: logits get a softmax, probabilities pass as they are."""
+    if kind == "logits":
+        return softmax(output)
+    if kind == "probabilities":
+        return output
+    raise ValueError(f"unknown output kind {kind!r}")

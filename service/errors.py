@@ -43,6 +43,10 @@ class NotFound(ServiceError):
     status, code = 404, "not_found"
 
 
+class MethodNotAllowed(ServiceError):
+    status, code = 405, "method_not_allowed"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 
@@ -92,24 +96,31 @@ def error_response(exc: ServiceError, request_id: str | None) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message, request_id), status_code=exc.status, headers=exc.headers)
 
 
-def response_for(exc: Exception, request_id: str | None, count: Callable[[str], None] | None = None) -> JSONResponse:
-    """The answer to an exception: every path (FastAPI's handlers, the raw /classify path) maps errors here.
-    ``count(code)`` is called for each typed refusal."""
+def typed_error(exc: BaseException, request_id: str | None, count: Callable[[str], None] | None = None) -> ServiceError:
+    """The typed error an exception answers as, logged and counted once: every transport encodes this in its own
+    shape (``response_for``: ours; ``v2_api``: the Open Inference Protocol's). ``count(code)`` is called for each
+    typed refusal; anything untyped is a fault of ours, logged with its traceback and answered 500."""
     if isinstance(exc, RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         exc = InvalidParameter(problems)
     elif isinstance(exc, StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        body = error_body(code, str(exc.detail), request_id)
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        error = ServiceError(str(exc.detail), getattr(exc, "headers", None))
+        error.status = exc.status_code
+        error.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error
     elif not isinstance(exc, ServiceError):
         log.error("request %s: internal error", request_id, exc_info=exc)
-        return error_response(ServiceError(f"internal error: {type(exc).__name__}"), request_id)
-    elif count:
+        return ServiceError(f"internal error: {type(exc).__name__}")
+    if count:
         count(exc.code)
     if exc.status >= 500 and not isinstance(exc, Overloaded):
         log.error("request %s failed: %s", request_id, exc.message)
-    return error_response(exc, request_id)
+    return exc
+
+
+def response_for(exc: BaseException, request_id: str | None, count: Callable[[str], None] | None = None) -> JSONResponse:
+    """Our API's answer to an exception: FastAPI's handlers and the plain /classify routes map errors here."""
+    return error_response(typed_error(exc, request_id, count), request_id)
 
 
 def install_error_handlers(app: FastAPI, count: Callable[[str], None] | None = None) -> None:

@@ -64,15 +64,15 @@ class ModelsResponse(BaseModel):
     models: list[dict[str, Any]]
 
 
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "undecodable or truncated image, empty body, wrong multipart field, malformed inference request",
+    404: "unknown model or version",
+    413: "body over max_body_bytes, or image over max_pixels",
+    415: "unsupported type (SVG, HEIC, PDF, text, ...)",
+    422: "top_k not an integer in 1..number of classes",
+    503: "queue full, not ready, or draining (see Retry-After)",
+    504: "deadline exceeded",
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        400: "undecodable or truncated image, empty body, wrong multipart field",
-        404: "unknown model or version",
-        413: "body over max_body_bytes, or image over max_pixels",
-        415: "unsupported type (SVG, HEIC, PDF, text, ...)",
-        422: "top_k not an integer in 1..number of classes",
-        503: "queue full, not ready, or draining (see Retry-After)",
-        504: "deadline exceeded",
-    }.items()
+    code: {"model": ErrorResponse, "description": text} for code, text in ERROR_DESCRIPTIONS.items()
 }

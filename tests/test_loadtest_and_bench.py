@@ -104,9 +104,9 @@ def test_event_loop_cost_bench_smoke(repository, tmp_path):
     photos = ROOT / "tests" / "fixtures" / "cifar10"
     script = [sys.executable, str(ROOT / "bench" / "event_loop_cost.py"), "--model", "toy", "--repository", str(repository)]
     args = ["--photos", str(photos), "--requests", "24", "--concurrency", "4", "--rounds", "1", "--json", str(out)]
-    subprocess.run([*script, *args], check=True, capture_output=True, timeout=120)
+    subprocess.run([*script, *args, "--against", str(ROOT)], check=True, capture_output=True, timeout=120)
     result = json.loads(out.read_text())
-    assert set(result["median_ms"]) == {"raw path", "FastAPI route only"}
+    assert set(result["median_ms"]) == {"this tree", f"against {ROOT}"}
     assert all(ms > 0 for ms in result["median_ms"].values())
 
 

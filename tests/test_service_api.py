@@ -61,7 +61,7 @@ def test_classify_raw_and_multipart(client):
 
 
 PARAMETER_CASES = [
-    # (query, headers): answered alike whether the body is raw (service/raw_classify.py) or multipart (FastAPI)
+    # (query, headers): answered alike whether the body is raw or multipart (one handler, one parameter parser)
     ("?top_k=2", {}),
     ("?top_k=1&top_k=3", {}),
     ("?top_k=abc", {}),
@@ -92,19 +92,20 @@ def test_raw_path_answers_like_the_documented_route(client, query, headers):
         assert raw.headers["X-Request-ID"] == raw.json()["error"]["request_id"]
 
 
-def test_raw_bodies_bypass_fastapi_and_are_counted_under_their_route(repository):
-    """A raw body is answered by RawClassifyMiddleware (its own parameter errors), multipart by the FastAPI route
-    (pydantic's); both count under route "/classify" in the metrics."""
+def test_one_parameter_parser_for_raw_and_multipart_bodies_counted_under_their_route(repository):
+    """top_k and version are ASCII decimal integers whatever the body: '3.0' and a non-ASCII digit are refused by
+    both (they used to be accepted by one path and refused by the other); both count under route "/classify"."""
     with client_for(repository) as c:
-        raw = c.post("/classify?top_k=abc", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"})
-        multi = c.post("/classify?top_k=abc", files={"file": ("x.jpg", jpeg_bytes(), "image/jpeg")})
-        assert raw.json()["error"]["message"] == "query.top_k: expected an integer, got 'abc'"
-        assert "valid integer" in multi.json()["error"]["message"]
+        for query in ("?top_k=3.0", "?top_k=%D9%A3", "?version=%C2%B9"):  # 3.0, Arabic-Indic three, superscript one
+            raw = c.post("/classify" + query, content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"})
+            multi = c.post("/classify" + query, files={"file": ("x.jpg", jpeg_bytes(), "image/jpeg")})
+            for r in (raw, multi):
+                assert r.status_code == 422 and "expected an integer" in r.json()["error"]["message"], (query, r.text)
         for _ in range(3):
             assert c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}).status_code == 200
         metrics = c.get("/metrics").text
     assert 'resnet_serve_requests_total{route="/classify",status="200"} 3.0' in metrics
-    assert 'resnet_serve_requests_total{route="/classify",status="422"} 2.0' in metrics
+    assert 'resnet_serve_requests_total{route="/classify",status="422"} 6.0' in metrics
 
 
 def test_probabilities_match_pytorch_on_a_photo_sized_image(tmp_path):
@@ -375,14 +376,13 @@ def test_overload_503_and_deadline_504(repository):
 def test_admission_limit_is_work_capacity_plus_queue(repository):
     """One service-wide limit: max_concurrent_work requests at work plus queue_size waiting; then 503 at once."""
     from service.errors import Overloaded
-    from service.routes import admitted
 
     with client_for(repository, max_concurrent_work=3, queue_size=2, max_batch_size=4) as c:
-        state = c.app.state.service
+        state, core = c.app.state.service, c.app.state.core
         assert (state.work_capacity, state.max_inflight) == (3, 5)
-        with admitted(state, weight=4), admitted(state):
+        with core.admit(4), core.admit(1):
             with pytest.raises(Overloaded):
-                admitted(state).__enter__()
+                core.admit(1).__enter__()
             assert state.inflight == 5  # the refused request took nothing
             files = [("file", (f"{i}.jpg", jpeg_bytes(), "image/jpeg")) for i in range(2)]
             r = c.post("/classify/batch", files=files)
@@ -421,8 +421,7 @@ def test_requests_never_scan_the_repository_and_a_refresh_does(repository, tmp_p
 @pytest.mark.parametrize("upload", ["raw", "multipart"])
 def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository, upload):
     """A client that disconnects while its request waits for a batch costs no inference: the request is
-    cancelled, answered 499 (which nobody reads), counted, and its work slot freed. Raw bodies take
-    service/raw_classify.py, multipart ones the FastAPI route: both are checked."""
+    cancelled, answered 499 (which nobody reads), counted, and its work slot freed; for raw and multipart bodies."""
     import asyncio
     import concurrent.futures
     import threading
