@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from . import classify_api
+from . import __version__, classify_api, v2_api
 from .errors import install_error_handlers
 from .imaging import decoding_worker_ready
 from .inference import InferenceCore
@@ -72,14 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="resnet-serve",
-        version="0.1.0",
+        version=__version__,
         description="Image classification with the ResNets of He et al. (2015): dynamic batching onto ONNX Runtime.",
         lifespan=lifespan,
     )
     install_error_handlers(app, count=metrics.count_rejection)
 
     app.include_router(router)
-    install_openapi(app, {})
-    app.add_middleware(PlainRoutes, routes=classify_api.ROUTES)  # inside the next one: ids, body limit, metrics apply
+    install_openapi(app)
+    app.add_middleware(
+        PlainRoutes, routes=classify_api.ROUTES + v2_api.ROUTES
+    )  # inside the next one: ids, body limit, metrics apply
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

@@ -92,8 +92,42 @@ def classify_paths() -> dict:
     }
 
 
-def install_openapi(app: FastAPI, extra_paths: dict[str, Any]) -> None:
-    """Merge hand-written path items (and the response models they name) into FastAPI's generated document."""
+V2_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+V2_SPEC = "the Open Inference Protocol (KServe v2); its own OpenAPI document is the reference"
+
+
+def _v2_get(summary: str, ok: str, codes: list[int], path_params: list[str]) -> dict:
+    return {
+        "get": {
+            "tags": ["open inference protocol (v2)"],
+            "summary": summary,
+            "description": V2_SPEC,
+            "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in path_params],
+            "responses": {"200": {"description": ok}, **_errors(codes, V2_ERROR)},
+        }
+    }
+
+
+def v2_paths() -> dict:
+    paths: dict[str, Any] = {
+        "/v2": _v2_get("Server metadata: name, version, extensions", "server metadata", [], []),
+        "/v2/health/live": _v2_get("Server live", "live", [], []),
+        "/v2/health/ready": _v2_get("Server ready: every configured model loaded, not draining", "ready", [503], []),
+    }
+    for prefix, params in (("/v2/models/{name}", ["name"]), ("/v2/models/{name}/versions/{version}", ["name", "version"])):
+        paths[prefix] = _v2_get("Model metadata: versions, platform, inputs and outputs", "model metadata", [404], params)
+        paths[f"{prefix}/ready"] = _v2_get("Model ready", "ready", [404], params)
+        infer = _v2_get("Inference: BYTES images or FP32 preprocessed input", "outputs", CLASSIFY_CODES, params)["get"]
+        infer["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}, "application/octet-stream": BINARY},
+        }
+        paths[f"{prefix}/infer"] = {"post": {**infer, "parameters": [*infer["parameters"], CLASSIFY_PARAMETERS[-1]]}}
+    return paths
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Merge the hand-written path items (and the response models they name) into FastAPI's generated document."""
     generated = app.openapi
 
     def openapi() -> dict:
@@ -104,7 +138,7 @@ def install_openapi(app: FastAPI, extra_paths: dict[str, Any]) -> None:
             [(m, "serialization") for m in (ClassifyResponse, BatchResponse, ErrorResponse)], ref_template=REF
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
-        schema["paths"] = {**classify_paths(), **extra_paths, **schema["paths"]}
+        schema["paths"] = {**classify_paths(), **v2_paths(), **schema["paths"]}
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

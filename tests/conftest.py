@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.procs import free_port, wait_for_http  # noqa: E402
 
 TOY_CLASSES = ["red", "green", "blue"]
 
@@ -87,3 +90,44 @@ def jpeg_bytes(size=(64, 48), seed: int = 0, **save_args) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90, **save_args)
     return buf.getvalue()
+
+
+class Server:
+    """``python -m service`` on a free loopback port, started and waited for until ready (``stop()`` kills it)."""
+
+    def __init__(self, repository: Path, *flags: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(repository.parent / f"server-{self.port}.log", "w+")  # noqa: SIM115
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "--model-repository",
+                str(repository),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *flags,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        failure = wait_for_http(self.proc, self.url + "/readyz", 60)
+        assert failure is None, f"server {failure}:\n" + self.output()
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()

@@ -5,60 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.procs import free_port, wait_for_http
-from tests.conftest import ROOT, export_random_model, jpeg_bytes, make_image_folder, train_argv
+from tests.conftest import ROOT, Server, export_random_model, jpeg_bytes, make_image_folder, train_argv
 
 pytestmark = pytest.mark.slow
-
-
-class Server:
-    def __init__(self, repository: Path, *flags: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(repository.parent / f"server-{self.port}.log", "w+")  # noqa: SIM115
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                "--model-repository",
-                str(repository),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                *flags,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        failure = wait_for_http(self.proc, self.url + "/readyz", 60)
-        assert failure is None, f"server {failure}:\n" + self.output()
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture
