@@ -45,7 +45,12 @@ lint: setup
 tools:
 	@command -v wrk >/dev/null || (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk))
 
-test: setup lint tools
+# The Open Inference Protocol's OpenAPI document for tests/test_v2_conformance.py (fetched: see the script).
+OIP_SPEC := build/open-inference-protocol/dataplane.json
+$(OIP_SPEC): | $(PY)
+	$(PY) tests/tools/fetch_oip_spec.py $@
+
+test: setup lint tools $(OIP_SPEC)
 	$(PY) -m pytest
 
 serve: setup-serve

@@ -141,6 +141,8 @@ def _timeout_ms(parameters: dict) -> float | None:
 def _parse_input(tensor: dict, binary: memoryview, manifest: Manifest, request: InferRequest) -> int:
     """Fill ``request.images`` or ``request.tensor`` from one input; returns the binary bytes it consumed."""
     name, datatype = tensor.get("name"), tensor.get("datatype")
+    if not isinstance(name, str) or not isinstance(datatype, str):
+        raise _fail("an input's name and datatype must be strings")
     size = manifest.input_size
     expected = {IMAGE_INPUT: ("BYTES", "[N] or [N, 1]"), manifest.input.name: ("FP32", f"[N, 3, {size}, {size}]")}
     if name not in expected:
@@ -173,7 +175,7 @@ def _parse_input(tensor: dict, binary: memoryview, manifest: Manifest, request: 
     else:
         try:
             values = np.asarray(data, dtype=np.float32).reshape(-1)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             raise _fail(f"input {name!r}: data must be numbers (a flat or nested list)") from None
         if values.size != count:
             raise _fail(f"input {name!r}: {values.size} values for shape {shape} ({count} elements)")
@@ -220,6 +222,8 @@ def _parse_outputs(outputs: object, parameters: dict, manifest: Manifest) -> Req
     if not outputs:
         return RequestedOutput(binary=binary_default)
     output = _object(outputs[0], "outputs[0]")
+    if not isinstance(output.get("name"), str):
+        raise _fail("an output's name must be a string")
     if output.get("name") != OUTPUT:
         raise InvalidInput(f"{manifest.name} has no output {output.get('name')!r}; its output is {OUTPUT!r}")
     params = _object(output.get("parameters"), f"output {OUTPUT!r}.parameters")
