@@ -2,6 +2,11 @@
 the naive baseline (bench/naive_server.py) on the same images and machine.
 
     python bench/http_load.py --model resnet50 --concurrency 1 8 32 128 --seconds 15 --json bench/results/http-resnet50.json
+    python bench/http_load.py --model cifar10-resnet56 --routes classify v2 --concurrency 32 --no-naive   # side by side
+
+``--routes``: raw-body ``/classify``, and/or the Open Inference Protocol's ``/v2/models/NAME/infer`` with each photo
+as one binary BYTES element and the top 5 as classification strings (bench/wrk_photos.lua); with both, the two
+alternate at each concurrency on the same server.
 
 Reports req/s, p50/p95/p99, errors, mean batch size (from /metrics) and the load generator's CPU share; with
 ``--limits-seconds``, each service row also as a share of the in-process limits measured right after it.
@@ -74,9 +79,9 @@ def batch_totals(url: str) -> tuple[float, float]:
     return total, count
 
 
-def classified(url: str) -> float:
-    """Requests answered 200 by /classify so far (the service's own counter)."""
-    (answered,) = metric_sums(url, 'resnet_serve_requests_total{route="/classify",status="200"}')
+def classified(url: str, route: str = "classify") -> float:
+    """Requests answered 200 on ``route`` so far (the service's own counter)."""
+    (answered,) = metric_sums(url, f'resnet_serve_requests_total{{route="{ROUTE_PATHS[route][1]}",status="200"}}')
     return answered
 
 
@@ -111,11 +116,26 @@ def settle(url: str, is_service: bool, warmup_p99_ms: float, limit_s: float = 60
         time.sleep(0.05)
 
 
-def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float, steady_pid: int | None = None) -> dict:
+ROUTES = ("classify", "v2")
+
+# route -> (path for the model NAME, its label in the service's request counter)
+ROUTE_PATHS = {"classify": ("/classify", "/classify"), "v2": ("/v2/models/{name}/infer", "/v2/models/{name}/infer")}
+
+
+def run_wrk(
+    url: str,
+    photo_list: Path,
+    concurrency: int,
+    seconds: float,
+    steady_pid: int | None = None,
+    route: str = "classify",
+    v2_target: tuple[str, int] = ("", 5),
+) -> dict:
     """One wrk run. wrk's req/s counts only completed requests over the whole run, which under-reports by about
     p50 / duration at high concurrency (the pipeline fills at the start, in-flight requests are cut at the end);
     with ``steady_pid`` (the service's process), the service's counter is also sampled over the middle half of the
-    run, with that process's CPU time (all of it, and its event loop's) and the machine's busy and kernel shares."""
+    run, with that process's CPU time (all of it, and its event loop's) and the machine's busy and kernel shares.
+    ``v2_target``: the model name the v2 route addresses and how many classes it asks for."""
     threads = max(1, min(2, concurrency))
     duration = max(1, round(seconds))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -130,9 +150,11 @@ def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float, steady
             "30s",
             "-s",
             str(WRK_SCRIPT),
-            url + "/classify",
+            url + ROUTE_PATHS[route][0].format(name=v2_target[0]),
             "--",
             str(photo_list),
+            route,
+            str(v2_target[1]),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -140,9 +162,9 @@ def run_wrk(url: str, photo_list: Path, concurrency: int, seconds: float, steady
     steady: dict = {}
     if steady_pid:
         time.sleep(duration / 4)
-        c1, t1, cpu1, m1 = classified(url), time.perf_counter(), cpu_seconds(steady_pid), machine_ticks()
+        c1, t1, cpu1, m1 = classified(url, route), time.perf_counter(), cpu_seconds(steady_pid), machine_ticks()
         time.sleep(duration / 2)
-        c2, t2, cpu2, m2 = classified(url), time.perf_counter(), cpu_seconds(steady_pid), machine_ticks()
+        c2, t2, cpu2, m2 = classified(url, route), time.perf_counter(), cpu_seconds(steady_pid), machine_ticks()
         answered = max(c2 - c1, 1)
         ticks = [b - a for a, b in zip(m1, m2, strict=True)]
         steady = {
@@ -197,19 +219,23 @@ def measure(
     seconds: float,
     is_service: bool,
     limits: Callable[[], dict] | None = None,
+    routes: tuple[str, ...] = ("classify",),
+    v2_target: tuple[str, int] = ("", 5),
 ) -> list[dict]:
-    """One row per concurrency. ``limits``: measures the in-process limits right after each row, so each ratio
-    compares runs a few seconds apart on this noisy machine."""
+    """One row per concurrency and route. ``limits``: measures the in-process limits right after each row, so each
+    ratio compares runs a few seconds apart on this noisy machine."""
     rows = []
-    for c in concurrencies:
-        warm = run_wrk(server.url, photo_list, c, min(2.0, seconds))  # warm-up at this concurrency
+    for c, route in ((c, r) for c in concurrencies for r in routes):
+        # A warm-up at this concurrency first.
+        warm = run_wrk(server.url, photo_list, c, min(2.0, seconds), route=route, v2_target=v2_target)
         settle(server.url, is_service, warm["p99_ms"])
         before = batch_totals(server.url) if is_service else None
-        stats = run_wrk(server.url, photo_list, c, seconds, server.proc.pid if is_service else None)
+        stats = run_wrk(server.url, photo_list, c, seconds, server.proc.pid if is_service else None, route, v2_target)
         if is_service:
             after = batch_totals(server.url)
             stats["mean_batch"] = (after[0] - before[0]) / max(after[1] - before[1], 1)
-        stats.update(server=name, concurrency=c, rss_mb=rss_mb(server.proc.pid))
+        label = f"{name} {route}" if len(routes) > 1 or route != "classify" else name
+        stats.update(server=label, route=route, concurrency=c, rss_mb=rss_mb(server.proc.pid))
         rows.append(stats)
         steady = f" (steady {stats['steady_req_s']:.1f})" if "steady_req_s" in stats else ""
         if "service_cpu_ms_per_req" in stats:
@@ -219,7 +245,7 @@ def measure(
             )
         against = compare_with_limits(stats, limits()) if limits else ""
         print(
-            f"{name:<26} c={c:<4} {stats['req_s']:7.1f} req/s{steady}  p50 {stats['p50_ms']:7.1f}  p95 {stats['p95_ms']:7.1f}  "
+            f"{label:<26} c={c:<4} {stats['req_s']:7.1f} req/s{steady}  p50 {stats['p50_ms']:7.1f}  p95 {stats['p95_ms']:7.1f}  "
             f"p99 {stats['p99_ms']:7.1f} ms  errors {stats['errors']}  batch {stats.get('mean_batch', 1):.1f}  "
             f"wrk CPU {stats['loadgen_cpu_share_pct']:.0f}%  RSS {stats['rss_mb']:.0f} MB{against}",
             flush=True,
@@ -258,6 +284,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    p.add_argument("--routes", nargs="+", choices=ROUTES, default=["classify"], help="the service's routes to load")
     p.add_argument("--big-photos", action="store_true", help="also compare 12-megapixel uploads at concurrency 8")
     p.add_argument("--memory-requests", type=int, default=0, help="also measure RSS after 1,000 and after this many requests")
     p.add_argument("--service-args", default="", help="extra flags for python -m service")
@@ -307,10 +334,14 @@ def main() -> None:
         try:
             backend = httpx.get(service.url + f"/v1/models/{name}").json()["versions"][-1]["backend"]
             results["backend"] = backend
+            top_k = min(5, httpx.get(service.url + f"/v2/models/{name}").json()["outputs"][0]["shape"][1])  # /classify's
             model_args = ["--models", args.model, "--repository", str(args.repository)]
             model_args += ["--bench-repository", str(args.bench_repository), "--photos", str(args.photos)]
             limits = (lambda: inprocess_limits(model_args, backend, args.limits_seconds)) if args.limits_seconds else None
-            results["rows"] += measure(f"service {backend}", service, listing, args.concurrency, args.seconds, True, limits)
+            label, routes = f"service {backend}", tuple(args.routes)
+            results["rows"] += measure(
+                label, service, listing, args.concurrency, args.seconds, True, limits, routes, (name, top_k)
+            )
             if args.big_photos:
                 big = write_list(make_big_photos(photos, Path(tmp)), Path(tmp) / "big")
                 small = run_wrk(service.url, listing, 8, args.seconds)

@@ -4,7 +4,9 @@
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --headless -u 64 -r 16 -t 60s \\
         --images ../shared/data/photos --csv results --html report.html
 
-Each user alternates raw-body and multipart uploads of images from ``--images`` (or $LOADTEST_IMAGES; default:
+Two kinds of user: ``ClassifyUser`` alternates raw-body and multipart uploads to ``/classify``; ``V2User`` speaks
+the Open Inference Protocol (KServe v2), the way tritonclient does: each image as a BYTES element in binary tensor
+data (or base64 JSON), the top k as classification strings. Both post images from ``--images`` (or $LOADTEST_IMAGES; default:
 the bundled CIFAR-10 samples in tests/fixtures/cifar10) with a random ``top_k``, and checks the response shape.
 The run exits non-zero when the error ratio exceeds ``--max-error-ratio`` (default 1%) or the 99th percentile
 exceeds ``--max-p99-ms`` (default 2000 ms).
@@ -12,9 +14,12 @@ exceeds ``--max-p99-ms`` (default 2000 ms).
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import random
+import struct
 from pathlib import Path
 
 from locust import FastHttpUser, between, events, task
@@ -67,9 +72,10 @@ def _verdict(environment, **_kwargs) -> None:
 class ClassifyUser(FastHttpUser):
     wait_time = between(0, 0.05)
     max_top_k = 5
+    model = ""
 
     def on_start(self) -> None:
-        """Cap top_k at the served model's number of classes (GET /v1/models)."""
+        """Cap top_k at the served model's number of classes, and learn its name (GET /v1/models)."""
         self.max_top_k = self.environment.parsed_options.max_top_k
         response = self.client.get("/v1/models", name="/v1/models")
         if response.status_code == 200:
@@ -77,6 +83,7 @@ class ClassifyUser(FastHttpUser):
             default = next((m for m in models if m.get("default")), models[0] if models else None)
             if default and default.get("labels"):
                 self.max_top_k = min(self.max_top_k, default["labels"])
+            self.model = default["name"] if default else ""
 
     def _check(self, response, top_k: int) -> None:
         try:
@@ -126,3 +133,54 @@ class ClassifyUser(FastHttpUser):
                 self._check(response, top_k)
             else:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+
+
+class V2User(ClassifyUser):
+    """The Open Inference Protocol's client: POST /v2/models/NAME/infer, as tritonclient sends it."""
+
+    def _check_v2(self, response, top_k: int) -> None:
+        try:
+            if "inference-header-content-length" in response.headers:
+                raise ValueError("asked for JSON outputs, got binary tensor data")
+            [output] = response.json()["outputs"]
+            scores = [float(s.split(":")[0]) for s in output["data"]]
+            ok = output["datatype"] == "BYTES" and output["shape"] == [1, top_k] and scores == sorted(scores, reverse=True)
+        except Exception as exc:  # any malformed answer is a failure
+            response.failure(f"bad response: {exc}: {response.text[:200]}")
+            return
+        if not ok:
+            response.failure(f"unexpected response shape: {response.text[:200]}")
+
+    def _infer(self, body: bytes, headers: dict, top_k: int, name: str) -> None:
+        with self.client.post(
+            f"/v2/models/{self.model}/infer", data=body, headers=headers, name=name, catch_response=True
+        ) as response:
+            if response.status_code == 200:
+                self._check_v2(response, top_k)
+            else:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+
+    @task(3)
+    def infer_binary(self) -> None:
+        _, data, _ = random.choice(IMAGES)
+        top_k = self._top_k()
+        header = json.dumps(
+            {
+                "inputs": [
+                    {"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(data) + 4}}
+                ],
+                "outputs": [{"name": "probabilities", "parameters": {"classification": top_k, "binary_data": False}}],
+            }
+        ).encode()
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+        self._infer(header + struct.pack("<I", len(data)) + data, headers, top_k, "/v2 infer binary")
+
+    @task(1)
+    def infer_json(self) -> None:
+        _, data, _ = random.choice(IMAGES)
+        top_k = self._top_k()
+        request = {
+            "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(data).decode()]}],
+            "outputs": [{"name": "probabilities", "parameters": {"classification": top_k}}],
+        }
+        self._infer(json.dumps(request).encode(), {"Content-Type": "application/json"}, top_k, "/v2 infer json")

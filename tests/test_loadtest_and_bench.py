@@ -43,7 +43,8 @@ def test_locust_headless_passes_and_writes_reports(server, tmp_path):
     assert "load test passed" in proc.stderr
     with open(tmp_path / "run_stats.csv") as fh:
         rows = {r["Name"]: r for r in csv.DictReader(fh)}
-    assert int(rows["/classify raw"]["Request Count"]) > 0 and int(rows["/classify multipart"]["Request Count"]) > 0
+    for name in ("/classify raw", "/classify multipart", "/v2 infer binary", "/v2 infer json"):  # both kinds of user
+        assert int(rows[name]["Request Count"]) > 0, name
     assert int(rows["Aggregated"]["Failure Count"]) == 0
 
 
@@ -132,6 +133,9 @@ def test_http_bench_smoke(repository, tmp_path):
             "1",
             "--limits-seconds",
             "0.2",
+            "--routes",
+            "classify",
+            "v2",
             "--json",
             str(out),
         ],
@@ -148,4 +152,9 @@ def test_http_bench_smoke(repository, tmp_path):
     for r in service_rows:
         assert 0 <= r["event_loop_cpu_ms_per_req"] <= r["service_cpu_ms_per_req"] and r["service_cpu_ms_per_req"] > 0
     assert all(0 < r["machine_busy_pct"] <= 100 for r in service_rows)
-    assert [("pct_of_serial" in r) for r in service_rows] == [True, False]  # concurrency 1, then 4
+    assert [(r["route"], r["concurrency"], "pct_of_serial" in r) for r in service_rows] == [
+        ("classify", 1, True),
+        ("v2", 1, True),
+        ("classify", 4, False),
+        ("v2", 4, False),
+    ]
