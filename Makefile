@@ -50,7 +50,15 @@ OIP_SPEC := build/open-inference-protocol/dataplane.json
 $(OIP_SPEC): | $(PY)
 	$(PY) tests/tools/fetch_oip_spec.py $@
 
-test: setup lint tools $(OIP_SPEC)
+# The KServe SDK, in its own environment (its pins differ from ours), for tests/tools/validate_kserve.py.
+KSERVE_VENV := .venv-kserve
+$(KSERVE_VENV)/.installed:
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(KSERVE_VENV)/bin/pip install --quiet kserve==0.21.0 pyyaml
+	touch $@
+
+test: setup lint tools $(OIP_SPEC) $(KSERVE_VENV)/.installed
 	$(PY) -m pytest
 
 serve: setup-serve
@@ -94,4 +102,4 @@ docker-test:
 	deploy/docker-test.sh
 
 clean:
-	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	rm -rf .pytest_cache .ruff_cache .hypothesis build *.egg-info

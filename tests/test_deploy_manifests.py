@@ -111,3 +111,61 @@ def test_dockerfile_serves_without_torch_as_non_root():
     )
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", "runs", "training", "export"} <= set(ignored)
+
+
+KSERVE = ROOT / "deploy" / "kserve"
+KSERVE_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"  # the kserve SDK, in its own environment (make test)
+
+
+def validate_kserve(*paths) -> subprocess.CompletedProcess:
+    assert KSERVE_PYTHON.is_file(), "the KServe check needs .venv-kserve: run `make test` (or `make .venv-kserve/.installed`)"
+    validator = ROOT / "tests" / "tools" / "validate_kserve.py"
+    return subprocess.run([KSERVE_PYTHON, validator, *map(str, paths)], capture_output=True, text=True, timeout=120)
+
+
+def test_kserve_manifests_validate_against_the_kserve_sdk_models():
+    result = validate_kserve(*sorted(KSERVE.glob("*.yaml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("valid for kserve") == 2, result.stdout
+
+
+def test_kserve_validation_can_fail(tmp_path):
+    bad = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "x"},
+        "spec": {
+            "predictor": {
+                "minReplicas": "one",
+                "model": {"modelFormat": {"name": "onnx"}, "storageURI": "pvc://x"},
+                "containers": [{"image": "x"}],
+            }
+        },
+    }
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    result = validate_kserve(tmp_path / "bad.yaml")
+    assert result.returncode == 1
+    for problem in ("minReplicas: expected int", "storageURI: not a field of V1beta1ModelSpec", "containers[0]: V1Container"):
+        assert problem in result.stdout, result.stdout
+
+
+def test_kserve_runtime_runs_our_v2_api_with_valid_settings(monkeypatch):
+    from service import v2_api
+
+    runtime = yaml.safe_load((KSERVE / "servingruntime.yaml").read_text())
+    isvc = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
+    (container,) = runtime["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env) <= SETTINGS_ENV
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()  # the values parse as the service's settings
+    assert str(settings.model_repository) == "/mnt/models"  # where KServe's storage initializer puts storageUri
+    assert [p["containerPort"] for p in container["ports"]] == [settings.port] == [8080]
+    served = {route.path for route in v2_api.ROUTES}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] in served and container[probe]["httpGet"]["port"] == settings.port
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"] and model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+    assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    assert (ROOT / "models" / isvc["metadata"]["name"]).is_dir()  # the bundled model, under the name clients call
