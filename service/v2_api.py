@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import __version__
-from .errors import NotFound, NotReady, typed_error
+from .errors import NotFound, typed_error
 from .inference import Deadline
 from .transport import JSON, PlainRoute, core_of, number, unless_client_leaves
 from .v2_codec import EXTENSIONS, encode_infer_response, model_metadata, parse_infer_request
@@ -44,11 +44,12 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
+    """200 when every configured model is loaded and the server is not draining (as /readyz); a probe's 503 is
+    answered here rather than raised, so it is not counted as a refused request."""
     state = request.app.state.service
-    if state.draining:
-        raise NotReady("the server is shutting down", retry_after_s=5)
-    if not state.models.ready():
-        raise NotReady("not every configured model is loaded yet", retry_after_s=5)
+    if state.draining or not state.models.ready():
+        why = "the server is shutting down" if state.draining else "not every configured model is loaded yet"
+        return JSON({"error": why}, status_code=503, headers={"Retry-After": "5"})
     return JSON({"ready": True})
 
 
