@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("model repository %s: %s", settings.model_repository, outcome or "empty")
         # What start-up made (modules, the app, loaded models) lives as long as the process: moved out of the
         # collector's generations, full collections stop scanning it. On the 2-core development machine that was
-        # ~0.05 ms of event-loop CPU per /classify request (bench/event_loop_cost.py).
+        # 0.02-0.08 ms of event-loop CPU per /classify request (bench/event_loop_cost.py, docs/benchmarks.md).
         gc.collect()
         gc.freeze()
         poller = asyncio.create_task(state.models.poll(settings.poll_interval_s)) if settings.poll_interval_s > 0 else None
@@ -80,8 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(router)
     install_openapi(app)
-    app.add_middleware(
-        PlainRoutes, routes=classify_api.ROUTES + v2_api.ROUTES
-    )  # inside the next one: ids, body limit, metrics apply
+    # The inference routes, answered inside the next middleware (request ids, the body limit and metrics apply).
+    app.add_middleware(PlainRoutes, routes=classify_api.ROUTES + v2_api.ROUTES)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

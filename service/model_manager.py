@@ -8,6 +8,7 @@ finish there. A broken version is refused with a log line and a metric; the old 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -173,10 +174,21 @@ class ModelManager:
             selection["rejected"] or "none",
         )
         if previous is not None:
-            task = asyncio.get_running_loop().create_task(previous.batcher.drain(self.settings.drain_timeout_s))
+            task = asyncio.get_running_loop().create_task(self._retire(previous.batcher))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
         return loaded
+
+    async def _retire(self, batcher: DynamicBatcher) -> None:
+        """Let the replaced version's queued requests finish, then let the collector reach what it leaves behind:
+        start-up froze every object then alive out of the collector's generations (app.py), the replaced version's
+        among them, so any reference cycle in it would otherwise never be freed."""
+        await batcher.drain(self.settings.drain_timeout_s)
+        del batcher
+        if gc.get_freeze_count():
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
 
     async def refresh(self) -> dict[str, str]:
         """Load whatever is newer than what is served. Returns {name: what happened}."""

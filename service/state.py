@@ -28,7 +28,7 @@ class ServiceState:
     # The service's only admission limits, both service-wide. ``work_capacity`` requests are decoded, queued in a
     # batcher or running at once: beyond two batches' worth, decoding ahead only takes CPU from inference (both
     # share the cores) and lengthens the tail. Up to ``queue_size`` more wait, undecoded, in FIFO order for a work
-    # slot; beyond that a request gets 503 at once (``routes.admitted``).
+    # slot; beyond that a request gets 503 at once (``InferenceCore.admit``).
     @property
     def work_capacity(self) -> int:
         s = self.settings

@@ -57,8 +57,8 @@ class PlainRoutes:
     """ASGI middleware that answers its routes itself and passes every other request to the FastAPI app.
 
     Placed inside RequestContextMiddleware (request ids, the body limit and metrics apply) and in front of FastAPI's
-    exception middleware and router: those cost ~0.1 ms of event-loop CPU per request even for a plain route
-    (bench/event_loop_cost.py). A path that matches with another method is answered 405 here.
+    exception middleware and router, where the raw-body middleware it replaced sat: a request to an inference route
+    passes nothing of FastAPI's. A path that matches with another method is answered 405 here.
     """
 
     def __init__(self, app: ASGIApp, routes: list[PlainRoute]) -> None:

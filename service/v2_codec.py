@@ -154,6 +154,8 @@ def _parse_input(tensor: dict, binary: memoryview, manifest: Manifest, request: 
         raise InvalidInput(f"input {name!r} takes {want_type} {want_shape}, got datatype {datatype!r}")
     if name == IMAGE_INPUT and (len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or count == 0):
         raise InvalidInput(f"input {name!r} takes BYTES [N] or [N, 1] with N >= 1, got shape {shape}")
+    if name != IMAGE_INPUT and len(shape) != 4:  # the core checks the rest against the model it runs on
+        raise InvalidInput(f"input {name!r} takes FP32 {want_shape}, got shape {shape}")
     parameters = _object(tensor.get("parameters"), f"input {name!r}.parameters")
     size_given = parameters.get("binary_data_size")
     if size_given is not None:

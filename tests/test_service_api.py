@@ -547,3 +547,29 @@ def test_decoding_in_worker_processes_gives_the_same_answers_and_errors(reposito
         big = Image.new("RGB", (200, 100))
         too_big = c.post("/classify", content=png_bytes(big), headers={"Content-Type": "image/png"})
         assert too_big.status_code == 413 and "10000" in too_big.json()["error"]["message"]
+
+
+def test_a_replaced_version_is_freed_even_in_a_reference_cycle(tmp_path):
+    """Start-up freezes the objects then alive out of the garbage collector's generations (app.py); a version
+    replaced by a hot reload must still be collectable, cycles included, or every reload would leak a session."""
+    import asyncio
+    import gc
+    import weakref
+
+    repo = tmp_path / "repo"
+    export_random_model(repo, "toy", "resnet20")
+    with client_for(repo) as c:
+        assert gc.get_freeze_count() > 0
+        old = c.app.state.service.models.get("toy")
+        old.runner.cycle = old.runner  # freed only by the collector, never by reference counts alone
+        gone = weakref.ref(old.runner)
+        del old
+        export_random_model(repo, "toy", "resnet20", seed=1)
+        assert c.post("/admin/reload").json()["results"]["toy"] == "loaded version 2"
+
+        async def retired() -> None:
+            await asyncio.gather(*c.app.state.service.models._retiring)
+
+        c.portal.call(retired)
+        assert gone() is None
+        assert c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}).json()["version"] == 2
