@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from locust import FastHttpUser, between, events, task
@@ -69,7 +70,10 @@ def _verdict(environment, **_kwargs) -> None:
         )
 
 
-class ClassifyUser(FastHttpUser):
+class ImageUser(FastHttpUser):
+    """What both users share: the served model (its name and class count) and posting with a check of the answer."""
+
+    abstract = True
     wait_time = between(0, 0.05)
     max_top_k = 5
     model = ""
@@ -85,6 +89,20 @@ class ClassifyUser(FastHttpUser):
                 self.max_top_k = min(self.max_top_k, default["labels"])
             self.model = default["name"] if default else ""
 
+    def _top_k(self) -> int:
+        return random.randint(1, self.max_top_k)
+
+    def _post(self, path: str, body: bytes, headers: dict, name: str, check: Callable, top_k: int) -> None:
+        with self.client.post(path, data=body, headers=headers, name=name, catch_response=True) as response:
+            if response.status_code == 200:
+                check(response, top_k)
+            else:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+
+
+class ClassifyUser(ImageUser):
+    """Our API: POST /classify with a raw body or a multipart upload."""
+
     def _check(self, response, top_k: int) -> None:
         try:
             body = response.json()
@@ -98,20 +116,11 @@ class ClassifyUser(FastHttpUser):
         if not ok:
             response.failure(f"unexpected response shape: {response.text[:200]}")
 
-    def _top_k(self) -> int:
-        return random.randint(1, self.max_top_k)
-
     @task(3)
     def classify_raw(self) -> None:
         _, data, ctype = random.choice(IMAGES)
         top_k = self._top_k()
-        with self.client.post(
-            f"/classify?top_k={top_k}", data=data, headers={"Content-Type": ctype}, name="/classify raw", catch_response=True
-        ) as response:
-            if response.status_code == 200:
-                self._check(response, top_k)
-            else:
-                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+        self._post(f"/classify?top_k={top_k}", data, {"Content-Type": ctype}, "/classify raw", self._check, top_k)
 
     @task(1)
     def classify_multipart(self) -> None:
@@ -126,16 +135,10 @@ class ClassifyUser(FastHttpUser):
             + f"\r\n--{boundary}--\r\n".encode()
         )
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        with self.client.post(
-            f"/classify?top_k={top_k}", data=body, headers=headers, name="/classify multipart", catch_response=True
-        ) as response:
-            if response.status_code == 200:
-                self._check(response, top_k)
-            else:
-                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+        self._post(f"/classify?top_k={top_k}", body, headers, "/classify multipart", self._check, top_k)
 
 
-class V2User(ClassifyUser):
+class V2User(ImageUser):
     """The Open Inference Protocol's client: POST /v2/models/NAME/infer, as tritonclient sends it."""
 
     def _check_v2(self, response, top_k: int) -> None:
@@ -152,13 +155,7 @@ class V2User(ClassifyUser):
             response.failure(f"unexpected response shape: {response.text[:200]}")
 
     def _infer(self, body: bytes, headers: dict, top_k: int, name: str) -> None:
-        with self.client.post(
-            f"/v2/models/{self.model}/infer", data=body, headers=headers, name=name, catch_response=True
-        ) as response:
-            if response.status_code == 200:
-                self._check_v2(response, top_k)
-            else:
-                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+        self._post(f"/v2/models/{self.model}/infer", body, headers, name, self._check_v2, top_k)
 
     @task(3)
     def infer_binary(self) -> None:

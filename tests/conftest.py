@@ -52,6 +52,15 @@ def toy_cifar(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("toy_cifar"), {"train": 48, "test": 16})
 
 
+@pytest.fixture(scope="session")
+def toy_repository(tmp_path_factory) -> Path:
+    """A model repository holding one random-weight resnet20 named "toy" (3 classes, 32x32 inputs), exported once
+    per run: tests read it and never write to it (they copy it, or export their own, to change one)."""
+    repo = tmp_path_factory.mktemp("toy-repository")
+    export_random_model(repo, "toy", "resnet20")
+    return repo
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Each test decodes into its own cache directory."""

@@ -16,14 +16,12 @@ from model_repository import read_manifest
 from service.app import create_app
 from service.imaging import image_to_input
 from service.settings import Settings
-from tests.conftest import export_random_model, jpeg_bytes
+from tests.conftest import jpeg_bytes
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("v2-api-repo")
-    export_random_model(repo, "toy", "resnet20")
-    return repo
+def repository(toy_repository):
+    return toy_repository
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from tests.conftest import ROOT, Server, export_random_model, jpeg_bytes
+from tests.conftest import ROOT, Server, jpeg_bytes
 
 pytestmark = pytest.mark.slow
 SPEC = ROOT / "build" / "open-inference-protocol" / "dataplane.json"
@@ -64,10 +64,8 @@ STATUSES: dict[str, set[int]] = {}  # operation -> statuses seen, for the test a
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("conformance-repo")
-    export_random_model(repo, "toy", "resnet20")
-    s = Server(repo, "--max-delay-ms", "0")
+def server(toy_repository):
+    s = Server(toy_repository, "--max-delay-ms", "0")
     yield s
     s.stop()
 

@@ -13,17 +13,15 @@ from tritonclient.utils import InferenceServerException
 
 from model_repository import read_manifest
 from service.imaging import image_to_input
-from tests.conftest import ROOT, TOY_CLASSES, Server, export_random_model, jpeg_bytes
+from tests.conftest import ROOT, TOY_CLASSES, Server, jpeg_bytes
 
 pytestmark = pytest.mark.slow
 PHOTOS = sorted((ROOT / "tests" / "fixtures" / "cifar10").glob("*.jpg"))[:4]
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("v2-repo")
-    export_random_model(repo, "toy", "resnet20")
-    return repo
+def repository(toy_repository):
+    return toy_repository
 
 
 @pytest.fixture(scope="module")
