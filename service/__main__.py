@@ -13,6 +13,7 @@ import logging
 import typing
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .app import create_app
 from .middleware import configure_logging
@@ -63,6 +64,17 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+class IdleTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, with its keep-alive timer also started when a connection opens: uvicorn closes an
+    idle kept-alive connection after ``timeout_keep_alive``, but leaves one that never sends a request open for
+    good, and enough of those hold file descriptors and memory. Any data received stops the timer (uvicorn's own
+    ``data_received``); a slow body is bounded by ``body_read_timeout_s`` (middleware.py)."""
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
@@ -75,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,  # our middleware writes the access log, with request ids
+        http=IdleTimeoutProtocol,
+        timeout_keep_alive=settings.idle_timeout_s,
         timeout_graceful_shutdown=max(int(settings.drain_timeout_s), 1),
     )
     DrainingServer(config, app).run()

@@ -48,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = ServiceState(settings, metrics, ModelManager(settings, metrics), await decoding_pool(settings))
+        large_decodes = ThreadPoolExecutor(settings.max_large_decodes, "decode-large")
+        state = ServiceState(settings, metrics, ModelManager(settings, metrics), await decoding_pool(settings), large_decodes)
         app.state.service = state
         app.state.core = InferenceCore(state)
         metrics.inflight.set_function(lambda: state.inflight)  # read at scrape time only
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.wait_idle(settings.drain_timeout_s)
             await state.models.drain_all(settings.drain_timeout_s)
             state.preprocess_pool.shutdown(wait=False)
+            state.large_decode_pool.shutdown(wait=False)
 
     app = FastAPI(
         title="resnet-serve",
@@ -82,5 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     # The inference routes, answered inside the next middleware (request ids, the body limit and metrics apply).
     app.add_middleware(PlainRoutes, routes=classify_api.ROUTES + v2_api.ROUTES)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        body_read_timeout_s=settings.body_read_timeout_s,
+    )
     return app

@@ -118,7 +118,7 @@ class DynamicBatcher:
 
     def _expire(self, request: _Request, timeout_s: float) -> None:
         if not request.future.done():
-            request.future.set_exception(DeadlineExceeded(f"no result within {timeout_s * 1000:.0f} ms"))
+            request.future.set_exception(DeadlineExceeded(f"no result within {timeout_s * 1000:.4g} ms"))
 
     def _report_depth(self) -> None:
         if self.on_depth:

@@ -104,10 +104,11 @@ async def classify_batch(request: Request) -> JSON:
         work = core.classify(payloads, params.model, params.version, Deadline(budget_s))
         results = await unless_client_leaves(request, work)
     raise_faults(results)
+    request_id = request.scope.get("state", {}).get("request_id")
     items = []
-    for f, result in zip(files, results, strict=True):
+    for f, result in zip(files, results, strict=True):  # each entry has a result or an error, never both keys
         if isinstance(result, ServiceError):
-            items.append({"filename": f.filename, "error": error_body(result.code, result.message, None)["error"]})
+            items.append({"filename": f.filename, "error": error_body(result.code, result.message, request_id)["error"]})
         else:
             items.append({"filename": f.filename, "result": encode(result, top_k)})
     return JSON({"results": items})

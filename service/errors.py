@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("resnet_serve")
 
@@ -45,6 +46,15 @@ class NotFound(ServiceError):
 
 class MethodNotAllowed(ServiceError):
     status, code = 405, "method_not_allowed"
+
+
+class RequestTimeout(ServiceError):
+    """The body did not arrive in time (``body_read_timeout_s``); the connection is closed after the answer."""
+
+    status, code = 408, "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"Connection": "close"})
 
 
 class PayloadTooLarge(ServiceError):
@@ -100,7 +110,9 @@ def typed_error(exc: BaseException, request_id: str | None, count: Callable[[str
     """The typed error an exception answers as, logged and counted once: every transport encodes this in its own
     shape (``response_for``: ours; ``v2_api``: the Open Inference Protocol's). ``count(code)`` is called for each
     typed refusal; anything untyped is a fault of ours, logged with its traceback and answered 500."""
-    if isinstance(exc, RequestValidationError):
+    if isinstance(exc, ClientDisconnect):  # the client hung up while sending its body: nobody reads the answer
+        exc = ClientClosedRequest("the client disconnected while sending the request")
+    elif isinstance(exc, RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         exc = InvalidParameter(problems)
     elif isinstance(exc, StarletteHTTPException):

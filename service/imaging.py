@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 
 import numpy as np
@@ -31,13 +32,40 @@ IMAGE_CONTENT_TYPES = {
     "image/gif": "GIF",
     "image/tiff": "TIFF",
 }
-SUPPORTED_FORMATS = frozenset(IMAGE_CONTENT_TYPES.values())
+# MPO: a JPEG carrying more pictures after the first (cameras and phones write them); decoded as its first picture.
+SUPPORTED_FORMATS = frozenset(IMAGE_CONTENT_TYPES.values()) | {"MPO"}
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 
 # JPEG draft decoding keeps at least this many times the resize target (measured in docs/service.md).
 DRAFT_OVERSAMPLE = 2
 
 # Image.open must not refuse big headers itself: our max_pixels check answers 413 first.
 Image.MAX_IMAGE_PIXELS = None
+
+DEFAULT_MAX_DECODED_BYTES = 128 * 1024 * 1024
+# Bytes per pixel of a decoded image by Pillow mode (others, e.g. RGBA, CMYK, I, F: 4).
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
+
+
+# What Pillow raises on malformed input, besides its own errors: corrupt GIF frames raise IndexError, TIFF pages
+# missing a required tag or naming an unknown compression KeyError or TypeError, EXIF entries whose numeric type
+# holds text struct.error or TypeError (tests/test_imaging_fuzz.py mutates real images to find these). All come
+# from the client's bytes: 400, not 500.
+DECODER_FAILURES = (
+    UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error,
+    ZeroDivisionError,
+)  # fmt: skip
+
+
+class LargeDecode(Exception):  # not an error: a request to decode elsewhere
+    """Raised instead of decoding an image above ``large_above`` decoded bytes: the caller decodes it on the pool
+    that bounds how many large decodes run at once (their memory), so small images never queue behind them."""
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """What decoding ``img`` (as opened, after any draft) allocates for its pixels."""
+    width, height = img.size
+    return width * height * _BYTES_PER_PIXEL.get(img.mode, 2 if img.mode.startswith("I;16") else 4)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -102,8 +130,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")  # convert() copies even an RGB image
 
 
-def decode_image(data: bytes, spec: Preprocess, max_pixels: int) -> Image.Image:
-    """Bytes -> an RGB PIL image, with the size checked from the header before any pixel is decoded."""
+def decode_image(
+    data: bytes,
+    spec: Preprocess,
+    max_pixels: int,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    large_above: int | None = None,
+) -> Image.Image:
+    """Bytes -> an RGB PIL image, with the size checked from the header before any pixel is decoded: at most
+    ``max_pixels`` pixels and ``max_decoded_bytes`` bytes decoded (pixels x bytes per pixel of the decoded mode, so
+    a small file of 32-bit pixels counts for what it costs); above ``large_above`` bytes, LargeDecode."""
     check_format(data)
     try:
         with warnings.catch_warnings():
@@ -116,22 +152,29 @@ def decode_image(data: bytes, spec: Preprocess, max_pixels: int) -> Image.Image:
                 raise UnsupportedMedia(f"{img.format} is not a supported image type")
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated: the first frame
-            if img.format == "JPEG" and min(width, height) >= 2 * DRAFT_OVERSAMPLE * spec.resize:
+            if img.format in JPEG_FORMATS and min(width, height) >= 2 * DRAFT_OVERSAMPLE * spec.resize:
                 # DCT scaling: decode at 1/2, 1/4 or 1/8 size, keeping DRAFT_OVERSAMPLE x what the resize needs
                 # so the antialiased resize still averages over several source pixels (see docs/service.md).
                 img.draft("RGB", resized_size(width, height, DRAFT_OVERSAMPLE * spec.resize))
+            cost = decoded_bytes(img)
+            if cost > max_decoded_bytes:
+                raise PayloadTooLarge(
+                    f"image is {width}x{height} {img.mode}: {cost} bytes decoded; the limit is {max_decoded_bytes}"
+                )
+            if large_above is not None and cost > large_above:
+                raise LargeDecode(cost)
             img.load()
             # A JPEG without an EXIF segment has no orientation; exif_transpose would parse and copy for nothing
             # (~0.1 ms of a ~1.3 ms decode). Other formats keep orientation elsewhere (TIFF tags, PNG eXIf).
-            if img.format != "JPEG" or "exif" in img.info:
+            if img.format not in JPEG_FORMATS or "exif" in img.info:
                 ImageOps.exif_transpose(img, in_place=True)
             return _to_rgb(img)
-    except (PayloadTooLarge, UnsupportedMedia):
+    except (PayloadTooLarge, UnsupportedMedia, LargeDecode):
         raise
     except Image.DecompressionBombError as exc:
         raise PayloadTooLarge(str(exc)) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidInput(f"the image could not be decoded (truncated or corrupt): {exc}") from None
+    except DECODER_FAILURES as exc:
+        raise InvalidInput(f"the image could not be decoded (truncated or corrupt): {type(exc).__name__}: {exc}") from None
 
 
 def decoding_worker_ready() -> int:
@@ -140,6 +183,12 @@ def decoding_worker_ready() -> int:
     return os.getpid()
 
 
-def image_to_input(data: bytes, spec: Preprocess, max_pixels: int) -> np.ndarray:
+def image_to_input(
+    data: bytes,
+    spec: Preprocess,
+    max_pixels: int,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    large_above: int | None = None,
+) -> np.ndarray:
     """Bytes -> the (3, crop, crop) float32 network input the manifest's preprocessing defines."""
-    return preprocess_image(decode_image(data, spec, max_pixels), spec)
+    return preprocess_image(decode_image(data, spec, max_pixels, max_decoded_bytes, large_above), spec)

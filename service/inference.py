@@ -24,7 +24,7 @@ from model_repository.postprocess import to_probabilities
 
 from .batcher import BatcherClosed
 from .errors import DeadlineExceeded, InvalidInput, InvalidParameter, NotReady, Overloaded, PayloadTooLarge, ServiceError
-from .imaging import image_to_input
+from .imaging import LargeDecode, image_to_input
 from .model_manager import LoadedModel
 from .state import ServiceState
 
@@ -46,7 +46,7 @@ class Deadline:
 
     def exceeded(self, waiting_for: str = "") -> DeadlineExceeded:
         where = f" ({waiting_for})" if waiting_for else ""
-        return DeadlineExceeded(f"no result within {self.budget_s * 1000:.0f} ms{where}")
+        return DeadlineExceeded(f"no result within {self.budget_s * 1000:.4g} ms{where}")
 
 
 @dataclass(slots=True)
@@ -179,9 +179,16 @@ class InferenceCore:
         )
 
     async def _decode(self, data: bytes, model: LoadedModel) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        pool, max_pixels = self.state.preprocess_pool, self.state.settings.max_pixels
-        return await loop.run_in_executor(pool, image_to_input, data, model.manifest.preprocess, max_pixels)
+        """Decode on the decoding pool; an image too large for it (LargeDecode, from its header) on the pool of
+        ``max_large_decodes`` threads, which bounds the memory of large decodes without holding up small ones."""
+        loop, s, spec = asyncio.get_running_loop(), self.state.settings, model.manifest.preprocess
+        limits = (s.max_pixels, s.max_decoded_bytes)
+        try:
+            return await loop.run_in_executor(
+                self.state.preprocess_pool, image_to_input, data, spec, *limits, s.large_decode_bytes
+            )
+        except LargeDecode:
+            return await loop.run_in_executor(self.state.large_decode_pool, image_to_input, data, spec, *limits)
 
     async def _as_is(self, row: np.ndarray, model: LoadedModel) -> np.ndarray:
         if row.shape != (3, model.manifest.input_size, model.manifest.input_size):  # a reload changed the input size

@@ -1,8 +1,11 @@
-"""One pure-ASGI middleware for every HTTP request: request id, body-size limit while reading, metrics and
-the access log. (Pure ASGI rather than BaseHTTPMiddleware: no extra task or body copy per request.)"""
+"""One pure-ASGI middleware for every HTTP request: request id, the body's size and time limits while reading,
+metrics and the access log, and the answers no route gives: an early 413 (with a lingering read of the body) and
+the 503 of a request the server cancels at shutdown. (Pure ASGI rather than BaseHTTPMiddleware: no extra task or
+body copy per request.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -12,7 +15,7 @@ import time
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import PayloadTooLarge, error_body
+from .errors import NotReady, PayloadTooLarge, RequestTimeout, error_body
 from .metrics import Metrics
 
 access_log = logging.getLogger("resnet_serve.access")
@@ -29,9 +32,16 @@ def new_request_id() -> str:
     return f"{_request_ids.getrandbits(128):032x}"
 
 
+# An early 413 reads (and drops) what the client still sends, up to this much and this long, before closing: a
+# client that writes its whole body before reading the answer (urllib, http.client) then sees the 413, not a reset.
+LINGER_BYTES = 256 * 1024 * 1024
+LINGER_S = 10.0
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, body_read_timeout_s: float = 30.0) -> None:
         self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+        self.body_read_timeout_s = body_read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,23 +52,34 @@ class RequestContextMiddleware:
         request_id = given if _REQUEST_ID.match(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        status = 500
+        status, responded = 500, False
         id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 message["headers"] = [*message.get("headers", ()), id_header]  # the app never sets its own
             await send(message)
 
-        received = 0
+        received, body_done = 0, False
+        body_due = started + self.body_read_timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            """The body, bounded in bytes (413) and in time until its last chunk (408): a client that sends headers
+            and then a trickle or nothing cannot hold a request open for long. After the body, ``receive`` waits
+            for the hang-up (routes watch for it) without a time limit."""
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout(max(body_due - time.perf_counter(), 0)):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(f"the request body did not arrive within {self.body_read_timeout_s:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_body_bytes:
                     raise PayloadTooLarge(f"request body over the {self.max_body_bytes}-byte limit")
             return message
@@ -67,9 +88,19 @@ class RequestContextMiddleware:
             declared = headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
                 # Refuse before reading a byte of the body.
-                await self._refuse_too_large(int(declared), request_id, send_with_id)
+                await self._refuse_too_large(int(declared), request_id, send_with_id, receive)
                 return
             await self.app(scope, limited_receive, send_with_id)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when its graceful-shutdown time (the drain) runs out: they
+            # get the 503 a draining server gives, not uvicorn's plain-text 500. Nothing awaits this task's result.
+            if responded:
+                raise
+            refused = NotReady("the server shut down before this request finished; retry", retry_after_s=1)
+            self.metrics.count_rejection(refused.code)
+            await self._send_json(
+                send_with_id, refused.status, error_body(refused.code, refused.message, request_id), refused.headers
+            )
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
@@ -85,10 +116,14 @@ class RequestContextMiddleware:
                     extra={"request_id": request_id, "status": status, "duration_ms": round(elapsed * 1000, 2)},
                 )
 
-    async def _refuse_too_large(self, declared: int, request_id: str, send: Send) -> None:
+    async def _refuse_too_large(self, declared: int, request_id: str, send: Send, receive: Receive) -> None:
+        """413 from Content-Length alone, then nginx's lingering close: the headers go out at once, the body the
+        client is still writing is read and dropped (up to LINGER_BYTES and LINGER_S), and only then does the
+        answer end and the connection close. Closing unread would reset the connection under a client that writes
+        its whole body before reading, which would then never see the 413."""
         message = f"request body of {declared} bytes is over the {self.max_body_bytes}-byte limit"
-        body = json.dumps(error_body(PayloadTooLarge.code, message, request_id)).encode()
         self.metrics.count_rejection(PayloadTooLarge.code)
+        body = json.dumps(error_body(PayloadTooLarge.code, message, request_id)).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -100,6 +135,26 @@ class RequestContextMiddleware:
                 ],
             }
         )
+        dropped = 0
+        try:
+            async with asyncio.timeout(LINGER_S):
+                while dropped < min(declared, LINGER_BYTES):
+                    chunk = await receive()
+                    if chunk["type"] != "http.request":
+                        break
+                    dropped += len(chunk.get("body", b""))
+                    if not chunk.get("more_body", False):
+                        break
+        except TimeoutError:
+            pass
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def _send_json(send: Send, status: int, content: dict, headers: dict[str, str]) -> None:
+        body = json.dumps(content).encode()
+        extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": start})
         await send({"type": "http.response.body", "body": body})
 
 

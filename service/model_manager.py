@@ -61,7 +61,9 @@ class ModelManager:
         self.settings, self.metrics = settings, metrics
         self.repository = Path(settings.model_repository)
         self.live: dict[str, LoadedModel] = {}
-        self.failed: dict[tuple[str, int], str] = {}  # (name, version) -> why it was refused
+        self.failed: dict[tuple[str, int], str] = {}  # (name, version) -> why it was refused (paths repository-relative)
+        # (name, version) -> its files when it was refused: a version caught mid-copy is tried again once they change
+        self._failed_files: dict[tuple[str, int], tuple] = {}
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task] = set()
         # The repository's model names as of the last refresh: lookups on the request path never touch the disk.
@@ -154,7 +156,8 @@ class ModelManager:
         try:
             path, manifest, runner, selection = await asyncio.to_thread(self._load_blocking, name, version)
         except (ManifestError, ModelLoadError, OSError) as exc:
-            self.failed[(name, version)] = str(exc)
+            self.failed[(name, version)] = self._relative(str(exc))
+            self._failed_files[(name, version)] = await asyncio.to_thread(self._files_of, name, version)
             self.metrics.model_loads.labels(name, "failed").inc()
             if name in self.live:
                 self.metrics.reload_failures.labels(name).inc()
@@ -178,6 +181,20 @@ class ModelManager:
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
         return loaded
+
+    def _files_of(self, name: str, version: int) -> tuple:
+        """(file name, size, mtime) of each file in a version directory: what changes when a copy completes."""
+        directory = self.repository / name / str(version)
+        try:
+            return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in directory.iterdir() if f.is_file()))
+        except OSError:
+            return ()
+
+    def _relative(self, message: str) -> str:
+        """A refusal's reason with paths shown relative to the repository (clients of /v1/models see it)."""
+        for root in {str(self.repository.resolve()), str(self.repository)}:
+            message = message.replace(root.rstrip("/") + "/", "")
+        return message
 
     async def _retire(self, batcher: DynamicBatcher) -> None:
         """Let the replaced version's queued requests finish, then let the collector reach what it leaves behind:
@@ -207,13 +224,15 @@ class ModelManager:
                     outcome[name] = f"serving version {current.version}"
                     continue
                 if (name, latest) in self.failed:
-                    outcome[name] = f"version {latest} refused earlier: {self.failed[(name, latest)]}"
-                    continue
+                    if await asyncio.to_thread(self._files_of, name, latest) == self._failed_files.get((name, latest)):
+                        outcome[name] = f"version {latest} refused earlier: {self.failed[(name, latest)]}"
+                        continue
+                    log.info("%s version %d changed since it was refused: trying it again", name, latest)
                 try:
                     await self.load(name, latest)
                     outcome[name] = f"loaded version {latest}"
                 except (ManifestError, ModelLoadError, OSError) as exc:
-                    outcome[name] = f"refused version {latest}: {exc}"
+                    outcome[name] = f"refused version {latest}: {self._relative(str(exc))}"
             return outcome
 
     async def poll(self, interval_s: float) -> None:

@@ -34,11 +34,13 @@ async def get_model(request: Request, name: str) -> dict:
 
 
 @router.get("/healthz", tags=["probes"], summary="Liveness: the process answers")
+@router.head("/healthz", include_in_schema=False)  # load balancers' probes; uvicorn sends no body for HEAD
 async def healthz() -> dict:
     return {"status": "ok"}
 
 
 @router.get("/readyz", tags=["probes"], summary="Readiness: every configured model loaded and warmed, not draining")
+@router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     state = service(request)
     if state.draining:

@@ -65,8 +65,23 @@ class Settings(BaseSettings):
     )
     golden_tolerance: float = Field(0.05, gt=0, description="max |dprob| on the golden inputs before a backend is refused")
 
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="how long a request's body may take to arrive (408 beyond); no work slot is held meanwhile"
+    )
+    idle_timeout_s: float = Field(
+        5.0, gt=0, description="close a connection that sends no request for this long (new or kept alive)"
+    )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest request body (413 beyond, refused while reading)")
     max_pixels: int = Field(40_000_000, ge=1, description="largest image in pixels, checked from the header before decoding")
+    max_decoded_bytes: int = Field(
+        128 * 1024 * 1024, ge=1, description="largest image in decoded bytes (pixels x bytes per pixel), checked from the header"
+    )
+    large_decode_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, description="images decoding to more bytes than this are decoded max_large_decodes at a time"
+    )
+    max_large_decodes: int = Field(
+        1, ge=1, description="large images decoded at once (their own threads: small images never wait behind them)"
+    )
     max_batch_files: int = Field(64, ge=1, description="most files in one /classify/batch request")
 
     poll_interval_s: float = Field(10.0, ge=0, description="how often to look for new versions (0: never)")

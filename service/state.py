@@ -17,6 +17,7 @@ class ServiceState:
     metrics: Metrics
     models: ModelManager
     preprocess_pool: Executor  # threads, or processes with preprocess_processes
+    large_decode_pool: Executor  # max_large_decodes threads for images over large_decode_bytes
     draining: bool = False
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
