@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import Forbidden, NotFound, Unauthorized
@@ -51,7 +51,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": {n: m.version for n, m in state.models.live.items()}})
 
 
-@router.get("/metrics", tags=["probes"], summary="Prometheus metrics")
+@router.get("/metrics", tags=["probes"], summary="Prometheus metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
