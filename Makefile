@@ -41,9 +41,12 @@ setup-serve: $(VENV)/.installed-serve
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# Command-line tools the suite drives: wrk (HTTP benchmark), from Debian's packages when missing.
+# Command-line tools the suite drives, from Debian's packages when missing: wrk (HTTP benchmark), and Chromium with
+# its driver for the web page's browser tests (never a browser download).
 tools:
 	@command -v wrk >/dev/null || (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk))
+	@(command -v chromium && command -v chromedriver) >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	  chromium chromium-driver || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver))
 
 # The Open Inference Protocol's OpenAPI document for tests/test_v2_conformance.py (fetched: see the script).
 OIP_SPEC := build/open-inference-protocol/dataplane.json

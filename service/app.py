@@ -10,6 +10,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from . import __version__, classify_api, v2_api
 from .errors import install_error_handlers
@@ -19,7 +20,7 @@ from .metrics import Metrics
 from .middleware import RequestContextMiddleware
 from .model_manager import ModelManager
 from .openapi import install_openapi
-from .routes import router
+from .routes import STATIC, router
 from .settings import Settings
 from .state import ServiceState
 from .transport import PlainRoutes
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, count=metrics.count_rejection)
 
     app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_openapi(app)
     # The inference routes, answered inside the next middleware (request ids, the body limit and metrics apply).
     app.add_middleware(PlainRoutes, routes=classify_api.ROUTES + v2_api.ROUTES)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -36,6 +39,7 @@ class Metrics:
         self.rejected = Counter("resnet_serve_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
         self.loaded_version = Gauge("resnet_serve_model_version", "version being served", ["model"], registry=r)
         self._by_route: dict = {}  # (route, status) -> (its counter, its latency histogram): labels() takes a lock
+        self.recent = RecentRequests()
 
     def count_request(self, route: str, status: int, seconds: float) -> None:
         children = self._by_route.get((route, status))
@@ -43,7 +47,41 @@ class Metrics:
             children = self._by_route[route, status] = (self.requests.labels(route, str(status)), self.latency.labels(route))
         children[0].inc()
         children[1].observe(seconds)
+        if route in INFERENCE_ROUTES:
+            self.recent.requests.append((time.monotonic(), seconds, status))
 
     def count_rejection(self, code: str) -> None:
         """A request refused with a typed error (``errors.response_for`` calls it)."""
         self.rejected.labels(code).inc()
+
+
+INFERENCE_ROUTES = frozenset(
+    {"/classify", "/classify/batch", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"}
+)
+
+
+class RecentRequests:
+    """The last few thousand inference requests and batches, for the live summary (``GET /v1/stats``, read by the
+    web page): Prometheus histograms give rates and quantiles only to a scraper that keeps their history."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.requests: deque[tuple[float, float, int]] = deque(maxlen=size)  # (monotonic time, seconds, status)
+        self.batches: deque[tuple[float, int]] = deque(maxlen=size)  # (monotonic time, images)
+
+    def summary(self, window_s: float = 10.0) -> dict:
+        since = time.monotonic() - window_s
+        latencies = sorted(s for t, s, _ in self.requests if t >= since)
+        sizes = [n for t, n in self.batches if t >= since]
+
+        def quantile(q: float) -> float | None:
+            return 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else None
+
+        return {
+            "window_s": window_s,
+            "requests": len(latencies),
+            "requests_per_s": len(latencies) / window_s,
+            "errors": sum(1 for t, _, status in self.requests if t >= since and status >= 400),
+            "p50_ms": quantile(0.5),
+            "p99_ms": quantile(0.99),
+            "mean_batch_size": sum(sizes) / len(sizes) if sizes else None,
+        }

@@ -135,6 +135,7 @@ class ModelManager:
 
         def on_batch(stats: BatchStats) -> None:
             m.batch_size.labels(name).observe(stats.size)
+            m.recent.batches.append((time.monotonic(), stats.size))
             m.inference.labels(name).observe(stats.inference_s)
             for wait in stats.queue_waits:
                 m.queue_wait.labels(name).observe(wait)

@@ -4,12 +4,14 @@ classify_api.py and v2_api.py)."""
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import Forbidden, NotFound, Unauthorized
+from .metrics import INFERENCE_ROUTES
 from .schemas import ERROR_RESPONSES, ModelsResponse
 from .state import ServiceState
 
@@ -18,6 +20,14 @@ router = APIRouter()
 
 def service(request: Request) -> ServiceState:
     return request.app.state.service
+
+
+STATIC = Path(__file__).parent / "static"  # the web page: plain HTML, CSS and JavaScript, no build step
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
 
 
 @router.get("/v1/models", response_model=ModelsResponse, tags=["models"])
@@ -31,6 +41,21 @@ async def get_model(request: Request, name: str) -> dict:
         if entry["name"] == name:
             return entry
     raise NotFound(f"no model named {name!r}")
+
+
+@router.get("/v1/stats", tags=["models"], summary="Live summary: the last 10 s of inference requests and batches")
+async def stats(request: Request) -> dict:
+    """Requests per second, p50 and p99 latency, errors and mean batch size over the last 10 s; queue depth and
+    requests in flight now; classification requests answered since start. The web page's live panel reads it."""
+    state = service(request)
+    answered = sum(
+        sample.value
+        for metric in state.metrics.requests.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("route") in INFERENCE_ROUTES
+    )
+    queued = sum(m.batcher.depth for m in state.models.live.values())
+    return {**state.metrics.recent.summary(), "queue_depth": queued, "inflight": state.inflight, "answered": int(answered)}
 
 
 @router.get("/healthz", tags=["probes"], summary="Liveness: the process answers")
