@@ -74,7 +74,9 @@ photo=tests/fixtures/cifar10/cat_1.jpg
 body=$(curl -sf -X POST --data-binary @"$photo" -H 'Content-Type: image/jpeg' "$url/classify?top_k=3")
 echo "$body" | python3 -c 'import json, sys; r = json.load(sys.stdin); assert len(r["predictions"]) == 3, r; print("[docker-test] classify:", r["model"], r["version"], r["predictions"][0])'
 curl -sf -F "file=@$photo" "$url/classify" >/dev/null || fail "multipart classify"
-curl -sf "$url/metrics" | grep -q 'resnet_serve_requests_total{route="/classify",status="200"}' || fail "/metrics lacks the request counter"
+# Read the whole page first: `curl | grep -q` fails under pipefail when grep exits before curl has written all.
+metrics=$(curl -sf "$url/metrics") || fail "/metrics did not answer"
+grep -q 'resnet_serve_requests_total{route="/classify",status="200"}' <<<"$metrics" || fail "/metrics lacks the request counter"
 
 # 7. SIGTERM while requests are in flight: they finish, the container exits 0 and logs the drain.
 for i in $(seq 20); do
@@ -86,7 +88,8 @@ wait
 for _ in $(seq 30); do [ "$(docker inspect --format '{{.State.Running}}' "$container")" = false ] && break; sleep 1; done
 code=$(docker inspect --format '{{.State.ExitCode}}' "$container")
 [ "$code" = 0 ] || fail "exit code $code after SIGTERM"
-docker logs "$container" 2>&1 | grep -q '"drained"\|drained' || fail "no drain in the logs"
+logs=$(docker logs "$container" 2>&1)
+grep -q '"drained"\|drained' <<<"$logs" || fail "no drain in the logs"
 bad=$(grep -v -E '^(200|503|000)$' /tmp/resnet-serve-e2e-codes.txt || true)
 rm -f /tmp/resnet-serve-e2e-codes.txt
 [ -z "$bad" ] || fail "requests failed during the drain: $bad"
