@@ -164,6 +164,8 @@ class ModelManager:
                 self.metrics.reload_failures.labels(name).inc()
             log.error("refused %s version %d: %s", name, version, exc)
             raise
+        self.failed.pop((name, version), None)  # a version refused mid-copy and loaded once complete
+        self._failed_files.pop((name, version), None)
         loaded = LoadedModel(name, version, path, manifest, runner, self._make_batcher(name, runner), selection)
         previous = self.live.get(name)
         self.live[name] = loaded  # the swap: new requests resolve to the new version from here on
