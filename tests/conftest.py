@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,8 @@ class Server:
     def __init__(self, repository: Path, *flags: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(repository.parent / f"server-{self.port}.log", "w+")  # noqa: SIM115
+        # Its output, in a temporary file: never beside the repository (which may be the project's own models/).
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the server)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             [
