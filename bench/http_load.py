@@ -81,7 +81,7 @@ def batch_totals(url: str) -> tuple[float, float]:
 
 def classified(url: str, route: str = "classify") -> float:
     """Requests answered 200 on ``route`` so far (the service's own counter)."""
-    (answered,) = metric_sums(url, f'resnet_serve_requests_total{{route="{ROUTE_PATHS[route][1]}",status="200"}}')
+    (answered,) = metric_sums(url, f'resnet_serve_requests_total{{route="{ROUTE_PATHS[route]}",status="200"}}')
     return answered
 
 
@@ -116,10 +116,8 @@ def settle(url: str, is_service: bool, warmup_p99_ms: float, limit_s: float = 60
         time.sleep(0.05)
 
 
-ROUTES = ("classify", "v2")
-
-# route -> (path for the model NAME, its label in the service's request counter)
-ROUTE_PATHS = {"classify": ("/classify", "/classify"), "v2": ("/v2/models/{name}/infer", "/v2/models/{name}/infer")}
+# route -> its path template: the path for the model NAME, and the route label of the service's request counter
+ROUTE_PATHS = {"classify": "/classify", "v2": "/v2/models/{name}/infer"}
 
 
 def run_wrk(
@@ -150,7 +148,7 @@ def run_wrk(
             "30s",
             "-s",
             str(WRK_SCRIPT),
-            url + ROUTE_PATHS[route][0].format(name=v2_target[0]),
+            url + ROUTE_PATHS[route].format(name=v2_target[0]),
             "--",
             str(photo_list),
             route,
@@ -284,7 +282,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
-    p.add_argument("--routes", nargs="+", choices=ROUTES, default=["classify"], help="the service's routes to load")
+    p.add_argument("--routes", nargs="+", choices=sorted(ROUTE_PATHS), default=["classify"], help="the service's routes to load")
     p.add_argument("--big-photos", action="store_true", help="also compare 12-megapixel uploads at concurrency 8")
     p.add_argument("--memory-requests", type=int, default=0, help="also measure RSS after 1,000 and after this many requests")
     p.add_argument("--service-args", default="", help="extra flags for python -m service")

@@ -45,7 +45,8 @@ async def decoding_pool(settings: Settings) -> Executor:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    metrics = Metrics()
+    inference_routes = classify_api.ROUTES + v2_api.ROUTES
+    metrics = Metrics(frozenset(r.path for r in inference_routes if "POST" in (r.methods or ())))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_openapi(app)
     # The inference routes, answered inside the next middleware (request ids, the body limit and metrics apply).
-    app.add_middleware(PlainRoutes, routes=classify_api.ROUTES + v2_api.ROUTES)
+    app.add_middleware(PlainRoutes, routes=inference_routes)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

@@ -14,9 +14,9 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
-from .errors import InvalidInput, ServiceError, UnsupportedMedia, error_body, response_for
+from .errors import InvalidInput, ServiceError, UnsupportedMedia, error_body, request_id_of, response_for
 from .imaging import IMAGE_CONTENT_TYPES
-from .inference import Deadline, Prediction
+from .inference import Deadline, Prediction, every_prediction
 from .transport import JSON, PlainRoute, content_type, core_of, integer, number, raise_faults, unless_client_leaves
 
 RAW_CONTENT_TYPES = set(IMAGE_CONTENT_TYPES) | {"application/octet-stream", ""}
@@ -86,10 +86,8 @@ async def classify(request: Request) -> JSON:
     top_k = core.check_top_k(core.resolve(params.model, params.version), params.top_k)
     with core.admit(1):
         work = core.classify([data], params.model, params.version, Deadline(budget_s))
-        [result] = await unless_client_leaves(request, work)
-    if isinstance(result, BaseException):
-        raise result
-    return JSON(encode(result, top_k))
+        [prediction] = every_prediction(await unless_client_leaves(request, work))
+    return JSON(encode(prediction, top_k))
 
 
 async def classify_batch(request: Request) -> JSON:
@@ -104,7 +102,7 @@ async def classify_batch(request: Request) -> JSON:
         work = core.classify(payloads, params.model, params.version, Deadline(budget_s))
         results = await unless_client_leaves(request, work)
     raise_faults(results)
-    request_id = request.scope.get("state", {}).get("request_id")
+    request_id = request_id_of(request)
     items = []
     for f, result in zip(files, results, strict=True):  # each entry has a result or an error, never both keys
         if isinstance(result, ServiceError):

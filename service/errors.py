@@ -115,10 +115,11 @@ def typed_error(exc: BaseException, request_id: str | None, count: Callable[[str
     elif isinstance(exc, RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         exc = InvalidParameter(problems)
-    elif isinstance(exc, StarletteHTTPException):
-        error = ServiceError(str(exc.detail), getattr(exc, "headers", None))
-        error.status = exc.status_code
-        error.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    elif isinstance(exc, StarletteHTTPException):  # Starlette's own 404 (no route), 405, ...
+        kind = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code)
+        error = (kind or ServiceError)(str(exc.detail), getattr(exc, "headers", None))
+        if kind is None:
+            error.status, error.code = exc.status_code, "http_error"
         return error
     elif not isinstance(exc, ServiceError):
         log.error("request %s: internal error", request_id, exc_info=exc)

@@ -121,11 +121,7 @@ class InferenceCore:
         """A preprocessed (N, 3, H, W) float32 batch -> N Predictions; the first failure fails the request.
         Its rows join dynamic batches one by one, like images. The caller holds ``admit(len(tensor))``."""
         self.check_tensor(self.resolve(name, version), tensor)
-        results = await self._each(list(tensor), name, version, deadline, self._as_is)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return results  # type: ignore[return-value]
+        return every_prediction(await self._each(list(tensor), name, version, deadline, self._as_is))
 
     # ------------------------------------------------------------------ one unit of work
     async def _each(self, items: Sequence, name, version, deadline: Deadline, prepare: Callable) -> list:
@@ -194,6 +190,15 @@ class InferenceCore:
         if row.shape != (3, model.manifest.input_size, model.manifest.input_size):  # a reload changed the input size
             raise InvalidInput(f"{model.name} version {model.version} takes {model.manifest.input_size}-pixel inputs")
         return row
+
+
+def every_prediction(results: list[Prediction | BaseException]) -> list[Prediction]:
+    """``results`` when every one is a Prediction; else raise the first failure (for protocols whose request
+    succeeds or fails whole)."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
 
 
 class Admitted:

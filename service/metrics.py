@@ -12,7 +12,9 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, inference_routes: frozenset[str] = frozenset()) -> None:
+        """``inference_routes``: the route paths whose requests the live summary (``recent``) follows."""
+        self.inference_routes = inference_routes
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("resnet_serve_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
@@ -47,17 +49,13 @@ class Metrics:
             children = self._by_route[route, status] = (self.requests.labels(route, str(status)), self.latency.labels(route))
         children[0].inc()
         children[1].observe(seconds)
-        if route in INFERENCE_ROUTES:
+        if route in self.inference_routes:
             self.recent.requests.append((time.monotonic(), seconds, status))
+            self.recent.answered += 1
 
     def count_rejection(self, code: str) -> None:
         """A request refused with a typed error (``errors.response_for`` calls it)."""
         self.rejected.labels(code).inc()
-
-
-INFERENCE_ROUTES = frozenset(
-    {"/classify", "/classify/batch", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"}
-)
 
 
 class RecentRequests:
@@ -67,6 +65,7 @@ class RecentRequests:
     def __init__(self, size: int = 4096) -> None:
         self.requests: deque[tuple[float, float, int]] = deque(maxlen=size)  # (monotonic time, seconds, status)
         self.batches: deque[tuple[float, int]] = deque(maxlen=size)  # (monotonic time, images)
+        self.answered = 0  # inference requests answered since start, whatever their status
 
     def summary(self, window_s: float = 10.0) -> dict:
         since = time.monotonic() - window_s
@@ -84,4 +83,5 @@ class RecentRequests:
             "p50_ms": quantile(0.5),
             "p99_ms": quantile(0.99),
             "mean_batch_size": sum(sizes) / len(sizes) if sizes else None,
+            "answered": self.answered,
         }

@@ -98,9 +98,9 @@ class RequestContextMiddleware:
                 raise
             refused = NotReady("the server shut down before this request finished; retry", retry_after_s=1)
             self.metrics.count_rejection(refused.code)
-            await self._send_json(
-                send_with_id, refused.status, error_body(refused.code, refused.message, request_id), refused.headers
-            )
+            content = error_body(refused.code, refused.message, request_id)
+            body = await _start_json(send_with_id, refused.status, content, refused.headers)
+            await send_with_id({"type": "http.response.body", "body": body})
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
@@ -123,18 +123,7 @@ class RequestContextMiddleware:
         its whole body before reading, which would then never see the 413."""
         message = f"request body of {declared} bytes is over the {self.max_body_bytes}-byte limit"
         self.metrics.count_rejection(PayloadTooLarge.code)
-        body = json.dumps(error_body(PayloadTooLarge.code, message, request_id)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+        body = await _start_json(send, 413, error_body(PayloadTooLarge.code, message, request_id), {"Connection": "close"})
         dropped = 0
         try:
             async with asyncio.timeout(LINGER_S):
@@ -149,13 +138,15 @@ class RequestContextMiddleware:
             pass
         await send({"type": "http.response.body", "body": body})
 
-    @staticmethod
-    async def _send_json(send: Send, status: int, content: dict, headers: dict[str, str]) -> None:
-        body = json.dumps(content).encode()
-        extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-        await send({"type": "http.response.start", "status": status, "headers": start})
-        await send({"type": "http.response.body", "body": body})
+
+async def _start_json(send: Send, status: int, content: dict, headers: dict[str, str]) -> bytes:
+    """Send the start of a JSON answer (status, headers with its length); returns the body, for the caller to
+    send when it is done (the early 413 reads the rest of the request first)."""
+    body = json.dumps(content).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    return body
 
 
 class JsonLogFormatter(logging.Formatter):

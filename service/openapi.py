@@ -96,33 +96,33 @@ V2_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "requ
 V2_SPEC = "the Open Inference Protocol (KServe v2); its own OpenAPI document is the reference"
 
 
-def _v2_get(summary: str, ok: str, codes: list[int], path_params: list[str]) -> dict:
+def _v2_operation(summary: str, ok: str, codes: list[int], path_params: list[str]) -> dict:
     return {
-        "get": {
-            "tags": ["open inference protocol (v2)"],
-            "summary": summary,
-            "description": V2_SPEC,
-            "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in path_params],
-            "responses": {"200": {"description": ok}, **_errors(codes, V2_ERROR)},
-        }
+        "tags": ["open inference protocol (v2)"],
+        "summary": summary,
+        "description": V2_SPEC,
+        "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in path_params],
+        "responses": {"200": {"description": ok}, **_errors(codes, V2_ERROR)},
     }
 
 
 def v2_paths() -> dict:
     paths: dict[str, Any] = {
-        "/v2": _v2_get("Server metadata: name, version, extensions", "server metadata", [], []),
-        "/v2/health/live": _v2_get("Server live", "live", [], []),
-        "/v2/health/ready": _v2_get("Server ready: every configured model loaded, not draining", "ready", [503], []),
+        "/v2": {"get": _v2_operation("Server metadata: name, version, extensions", "server metadata", [], [])},
+        "/v2/health/live": {"get": _v2_operation("Server live", "live", [], [])},
+        "/v2/health/ready": {"get": _v2_operation("Server ready: every model loaded, not draining", "ready", [503], [])},
     }
     for prefix, params in (("/v2/models/{name}", ["name"]), ("/v2/models/{name}/versions/{version}", ["name", "version"])):
-        paths[prefix] = _v2_get("Model metadata: versions, platform, inputs and outputs", "model metadata", [404], params)
-        paths[f"{prefix}/ready"] = _v2_get("Model ready", "ready", [404], params)
-        infer = _v2_get("Inference: BYTES images or FP32 preprocessed input", "outputs", CLASSIFY_CODES, params)["get"]
+        metadata = "Model metadata: versions, platform, inputs and outputs"
+        paths[prefix] = {"get": _v2_operation(metadata, "model metadata", [404], params)}
+        paths[f"{prefix}/ready"] = {"get": _v2_operation("Model ready", "ready", [404], params)}
+        infer = _v2_operation("Inference: BYTES images or FP32 preprocessed input", "outputs", CLASSIFY_CODES, params)
+        infer["parameters"].append(CLASSIFY_PARAMETERS[-1])  # X-Request-Timeout-Ms
         infer["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": {"type": "object"}}, "application/octet-stream": BINARY},
         }
-        paths[f"{prefix}/infer"] = {"post": {**infer, "parameters": [*infer["parameters"], CLASSIFY_PARAMETERS[-1]]}}
+        paths[f"{prefix}/infer"] = {"post": infer}
     return paths
 
 

@@ -11,7 +11,6 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import Forbidden, NotFound, Unauthorized
-from .metrics import INFERENCE_ROUTES
 from .schemas import ERROR_RESPONSES, ModelsResponse
 from .state import ServiceState
 
@@ -48,14 +47,8 @@ async def stats(request: Request) -> dict:
     """Requests per second, p50 and p99 latency, errors and mean batch size over the last 10 s; queue depth and
     requests in flight now; classification requests answered since start. The web page's live panel reads it."""
     state = service(request)
-    answered = sum(
-        sample.value
-        for metric in state.metrics.requests.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_total") and sample.labels.get("route") in INFERENCE_ROUTES
-    )
     queued = sum(m.batcher.depth for m in state.models.live.values())
-    return {**state.metrics.recent.summary(), "queue_depth": queued, "inflight": state.inflight, "answered": int(answered)}
+    return {**state.metrics.recent.summary(), "queue_depth": queued, "inflight": state.inflight}
 
 
 @router.get("/healthz", tags=["probes"], summary="Liveness: the process answers")

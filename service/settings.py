@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import cpus
+from .imaging import DEFAULT_MAX_DECODED_BYTES
 
 
 def _split(value: object) -> object:
@@ -74,7 +75,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest request body (413 beyond, refused while reading)")
     max_pixels: int = Field(40_000_000, ge=1, description="largest image in pixels, checked from the header before decoding")
     max_decoded_bytes: int = Field(
-        128 * 1024 * 1024, ge=1, description="largest image in decoded bytes (pixels x bytes per pixel), checked from the header"
+        DEFAULT_MAX_DECODED_BYTES,
+        ge=1,
+        description="largest image in decoded bytes (pixels x bytes per pixel), checked from the header",
     )
     large_decode_bytes: int = Field(
         32 * 1024 * 1024, ge=1, description="images decoding to more bytes than this are decoded max_large_decodes at a time"

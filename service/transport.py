@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import ClientClosedRequest, InvalidParameter, MethodNotAllowed, ServiceError
+from .errors import ClientClosedRequest, InvalidParameter, MethodNotAllowed, ServiceError, request_id_of
 from .inference import InferenceCore
 
 T = TypeVar("T")
@@ -47,7 +47,7 @@ class PlainRoute(Route):
                 response = await endpoint(request)
             except Exception as exc:
                 service = request.app.state.service
-                response = errors(exc, scope.get("state", {}).get("request_id"), service.metrics.count_rejection)
+                response = errors(exc, request_id_of(request), service.metrics.count_rejection)
             await response(scope, receive, send)
 
         self.app = app
@@ -98,22 +98,22 @@ def content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def integer(text: str | None, where: str) -> int | None:
-    """An optional ASCII decimal integer (``3``, ``-1``; not ``3.0``, ``³`` or ``0x3``)."""
+def _parsed(text: str | None, where: str, pattern: re.Pattern, kind: type, expected: str):
     if text is None:
         return None
-    if not _INTEGER.fullmatch(text):
-        raise InvalidParameter(f"{where}: expected an integer, got {text!r}")
-    return int(text)
+    if not pattern.fullmatch(text):
+        raise InvalidParameter(f"{where}: expected {expected}, got {text!r}")
+    return kind(text)
+
+
+def integer(text: str | None, where: str) -> int | None:
+    """An optional ASCII decimal integer (``3``, ``-1``; not ``3.0``, ``³`` or ``0x3``)."""
+    return _parsed(text, where, _INTEGER, int, "an integer")
 
 
 def number(text: str | None, where: str) -> float | None:
     """An optional ASCII decimal number (``250``, ``2.5e2``; not ``nan``, ``inf`` or non-ASCII digits)."""
-    if text is None:
-        return None
-    if not _NUMBER.fullmatch(text):
-        raise InvalidParameter(f"{where}: expected a number, got {text!r}")
-    return float(text)
+    return _parsed(text, where, _NUMBER, float, "a number")
 
 
 async def _client_hung_up(request: Request) -> None:

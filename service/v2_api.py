@@ -9,13 +9,12 @@ codes of our table (errors.py).
 
 from __future__ import annotations
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
 from . import __version__
 from .errors import NotFound, typed_error
-from .inference import Deadline
+from .inference import Deadline, every_prediction
 from .transport import JSON, PlainRoute, core_of, number, unless_client_leaves
 from .v2_codec import EXTENSIONS, encode_infer_response, model_metadata, parse_infer_request
 
@@ -74,19 +73,12 @@ async def infer(request: Request) -> Response:
     budget_s = core.budget_s(min(timeouts) if timeouts else None)
     with core.admit(parsed.count):
         deadline = Deadline(budget_s)
-        if parsed.images is not None:
-            results = await unless_client_leaves(request, core.classify(parsed.images, name, version, deadline))
-            for result in results:  # one image that fails fails the request, as a tensor row would
-                if isinstance(result, BaseException):
-                    raise result
+        if parsed.images is not None:  # one image that fails fails the request, as a tensor row would
+            work = core.classify(parsed.images, name, version, deadline)
+            predictions = every_prediction(await unless_client_leaves(request, work))
         else:
-            results = await unless_client_leaves(request, core.infer(parsed.tensor, name, version, deadline))
-    first = results[0]
-    versions = sorted({r.version for r in results})
-    probabilities = np.stack([r.probabilities for r in results])  # (N, C)
-    content, headers = encode_infer_response(
-        first.model, first.version, parsed, probabilities, first.labels, versions if len(versions) > 1 else []
-    )
+            predictions = await unless_client_leaves(request, core.infer(parsed.tensor, name, version, deadline))
+    content, headers = encode_infer_response(parsed, predictions)
     return Response(content, headers=headers)
 
 

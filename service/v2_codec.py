@@ -27,6 +27,7 @@ import orjson
 from model_repository import Manifest
 
 from .errors import InvalidInput
+from .inference import Prediction
 
 IMAGE_INPUT = "image"
 OUTPUT = "probabilities"
@@ -236,20 +237,18 @@ def _parse_outputs(outputs: object, parameters: dict, manifest: Manifest) -> Req
     return RequestedOutput(binary=binary_default if binary is None else binary, classification=k)
 
 
-def encode_infer_response(
-    name: str, version: int, request: InferRequest, probabilities: np.ndarray, labels: list[str], mixed_versions: list[int]
-) -> tuple[bytes, dict[str, str]]:
-    """(N, C) probabilities -> the response body and its headers (binary tensor data if the output asks for it)."""
-    output = request.output
+def encode_infer_response(request: InferRequest, predictions: list[Prediction]) -> tuple[bytes, dict[str, str]]:
+    """One Prediction per image or row -> the response body and its headers (binary tensor data if the output
+    asks for it): FP32 [N, C] probabilities, or BYTES [N, k] "score:index:label" strings."""
+    output, first = request.output, predictions[0]
     if output.classification:
-        k = output.classification
-        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]  # (N, k)
-        strings = [f"{probabilities[n, i]:f}:{i}:{labels[i]}" for n in range(len(order)) for i in order[n]]
-        tensor = {"name": OUTPUT, "datatype": "BYTES", "shape": [len(order), k]}
+        k, labels = output.classification, first.labels
+        strings = [f"{score:f}:{i}:{labels[i]}" for p in predictions for i, score in p.top(k)]
+        tensor = {"name": OUTPUT, "datatype": "BYTES", "shape": [len(predictions), k]}
         raw = b"".join(_LENGTH.pack(len(b)) + b for b in (s.encode() for s in strings)) if output.binary else None
         data: list = strings
     else:
-        values = probabilities.astype("<f4")
+        values = np.stack([p.probabilities for p in predictions]).astype("<f4")  # (N, C)
         tensor = {"name": OUTPUT, "datatype": "FP32", "shape": list(values.shape)}
         raw = values.tobytes() if output.binary else None
         data = values.ravel().tolist() if raw is None else []
@@ -257,11 +256,12 @@ def encode_infer_response(
         tensor["data"] = data
     else:
         tensor["parameters"] = {"binary_data_size": len(raw)}
-    document: dict = {"model_name": name, "model_version": str(version), "outputs": [tensor]}
+    document: dict = {"model_name": first.model, "model_version": str(first.version), "outputs": [tensor]}
     if request.id is not None:
         document["id"] = request.id
-    if mixed_versions:  # a hot reload swapped versions while this request's images were in flight
-        document["parameters"] = {"model_versions": [str(v) for v in mixed_versions]}
+    versions = sorted({p.version for p in predictions})
+    if len(versions) > 1:  # a hot reload swapped versions while this request's images were in flight
+        document["parameters"] = {"model_versions": [str(v) for v in versions]}
     header = orjson.dumps(document)
     if raw is None:
         return header, {"content-type": "application/json"}
