@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from . import __version__, classify_api, v2_api
+from . import __version__, admin_api, classify_api, v2_api
 from .errors import install_error_handlers
 from .imaging import decoding_worker_ready
 from .inference import InferenceCore
@@ -55,19 +55,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.service = state
         app.state.core = InferenceCore(state)
         metrics.inflight.set_function(lambda: state.inflight)  # read at scrape time only
-        outcome = await state.models.refresh()
+        # Start-up serves each model's recorded (or newest) version; newer ones are gated by the poller's first
+        # round, right after, so readiness does not wait for an evaluation.
+        outcome = await state.rollouts.refresh(candidates=False)
         log.info("model repository %s: %s", settings.model_repository, outcome or "empty")
         # What start-up made (modules, the app, loaded models) lives as long as the process: moved out of the
         # collector's generations, full collections stop scanning it. On the 2-core development machine that was
         # 0.02-0.08 ms of event-loop CPU per /classify request (bench/event_loop_cost.py, docs/benchmarks.md).
         gc.collect()
         gc.freeze()
-        poller = asyncio.create_task(state.models.poll(settings.poll_interval_s)) if settings.poll_interval_s > 0 else None
+        poller = asyncio.create_task(state.rollouts.poll(settings.poll_interval_s))  # 0: one round, then never
         try:
             yield
         finally:
-            if poller:
-                poller.cancel()
+            poller.cancel()
             state.draining = True
             await state.wait_idle(settings.drain_timeout_s)
             await state.models.drain_all(settings.drain_timeout_s)
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, count=metrics.count_rejection)
 
     app.include_router(router)
+    app.include_router(admin_api.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_openapi(app)
     # The inference routes, answered inside the next middleware (request ids, the body limit and metrics apply).

@@ -85,7 +85,7 @@ async def classify(request: Request) -> JSON:
     data = await read_single_image(request)
     top_k = core.check_top_k(core.resolve(params.model, params.version), params.top_k)
     with core.admit(1):
-        work = core.classify([data], params.model, params.version, Deadline(budget_s))
+        work = core.classify([data], params.model, params.version, Deadline(budget_s), request_id_of(request))
         [prediction] = every_prediction(await unless_client_leaves(request, work))
     return JSON(encode(prediction, top_k))
 
@@ -99,7 +99,7 @@ async def classify_batch(request: Request) -> JSON:
     top_k = core.check_top_k(core.resolve(params.model, params.version), params.top_k)  # 404/422 before any work
     with core.admit(len(files)):
         payloads = [await f.read() for f in files]
-        work = core.classify(payloads, params.model, params.version, Deadline(budget_s))
+        work = core.classify(payloads, params.model, params.version, Deadline(budget_s), request_id_of(request))
         results = await unless_client_leaves(request, work)
     raise_faults(results)
     request_id = request_id_of(request)

@@ -48,6 +48,12 @@ class MethodNotAllowed(ServiceError):
     status, code = 405, "method_not_allowed"
 
 
+class Conflict(ServiceError):
+    """An admin request the model's state does not allow (nothing to roll back to, a version that cannot load)."""
+
+    status, code = 409, "conflict"
+
+
 class RequestTimeout(ServiceError):
     """The body did not arrive in time (``body_read_timeout_s``); the connection is closed after the answer."""
 
@@ -88,6 +94,12 @@ class Overloaded(ServiceError):
 
 class NotReady(Overloaded):
     code = "not_ready"
+
+
+class StateNotSaved(ServiceError):
+    """The rollout state file could not be written: the admin change was not made (a read-only repository?)."""
+
+    status, code = 503, "state_not_saved"
 
 
 class DeadlineExceeded(ServiceError):

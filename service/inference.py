@@ -111,30 +111,32 @@ class InferenceCore:
 
     # ------------------------------------------------------------------ operations
     async def classify(
-        self, images: Sequence[bytes], name: str | None, version: int | None, deadline: Deadline
+        self, images: Sequence[bytes], name: str | None, version: int | None, deadline: Deadline, key: str | None = None
     ) -> list[Prediction | ServiceError]:
         """Encoded images -> one Prediction or typed error per image, in order (anything else, a fault, is returned
-        too: the transport raises it). The caller holds ``admit(len(images))``."""
-        return await self._each(images, name, version, deadline, self._decode)
+        too: the transport raises it). The caller holds ``admit(len(images))``. ``key`` (the request id) picks the
+        version during a canary: the same key always lands on the same version."""
+        return await self._each(images, (name, version, key), deadline, self._decode)
 
-    async def infer(self, tensor: np.ndarray, name: str | None, version: int | None, deadline: Deadline) -> list[Prediction]:
+    async def infer(
+        self, tensor: np.ndarray, name: str | None, version: int | None, deadline: Deadline, key: str | None = None
+    ) -> list[Prediction]:
         """A preprocessed (N, 3, H, W) float32 batch -> N Predictions; the first failure fails the request.
         Its rows join dynamic batches one by one, like images. The caller holds ``admit(len(tensor))``."""
         self.check_tensor(self.resolve(name, version), tensor)
-        return every_prediction(await self._each(list(tensor), name, version, deadline, self._as_is))
+        return every_prediction(await self._each(list(tensor), (name, version, key), deadline, self._as_is))
 
     # ------------------------------------------------------------------ one unit of work
-    async def _each(self, items: Sequence, name, version, deadline: Deadline, prepare: Callable) -> list:
+    async def _each(self, items: Sequence, target: tuple, deadline: Deadline, prepare: Callable) -> list:
+        """``target``: (model name, version, routing key) as the request gave them."""
         if len(items) == 1:  # the common case: no gather, no extra task
             try:
-                return [await self._one(items[0], name, version, deadline, prepare)]
+                return [await self._one(items[0], target, deadline, prepare)]
             except ServiceError as exc:
                 return [exc]
-        return list(
-            await asyncio.gather(*(self._one(item, name, version, deadline, prepare) for item in items), return_exceptions=True)
-        )
+        return list(await asyncio.gather(*(self._one(item, target, deadline, prepare) for item in items), return_exceptions=True))
 
-    async def _one(self, item, name, version, deadline: Deadline, prepare: Callable) -> Prediction:
+    async def _one(self, item, target: tuple, deadline: Deadline, prepare: Callable) -> Prediction:
         slots = self.state.work_slots
         try:
             async with asyncio.timeout(deadline.remaining()):
@@ -142,14 +144,15 @@ class InferenceCore:
         except TimeoutError:
             raise deadline.exceeded("waiting for a work slot") from None
         try:
-            return await self._run(item, name, version, deadline, prepare)
+            return await self._run(item, target, deadline, prepare)
         finally:
             slots.release()
 
-    async def _run(self, item, name, version, deadline: Deadline, prepare: Callable) -> Prediction:
+    async def _run(self, item, target: tuple, deadline: Deadline, prepare: Callable) -> Prediction:
+        models = self.state.models
         prepared: dict = {}  # network input per preprocess spec, reused if a reload swaps the model mid-way
         for attempt in range(RELOAD_ATTEMPTS):
-            model = self.resolve(name, version)
+            model = models.get(*target)
             spec = model.manifest.preprocess
             with model.batcher.expecting():
                 if spec not in prepared:
@@ -166,6 +169,10 @@ class InferenceCore:
             except BatcherClosed:  # the version was swapped out after we resolved it: resolve again
                 if attempt == RELOAD_ATTEMPTS - 1 or self.state.draining:
                     raise
+            except Exception:  # the version's own failure (deadline, inference): the canary counts it
+                models.observe(model, False, time.perf_counter() - deadline.started)
+                raise
+        models.observe(model, True, time.perf_counter() - deadline.started)
         return Prediction(
             model.name,
             model.version,

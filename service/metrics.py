@@ -40,6 +40,25 @@ class Metrics:
         self.reload_failures = Counter("resnet_serve_reload_failures", "new versions refused", ["model"], registry=r)
         self.rejected = Counter("resnet_serve_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
         self.loaded_version = Gauge("resnet_serve_model_version", "version being served", ["model"], registry=r)
+        self.promotions = Counter(
+            "resnet_serve_promotions",
+            "rollout decisions on new versions: promoted, refused (accuracy gate), held (pinned), canary, rolled_back",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.version_requests = Counter(
+            "resnet_serve_version_requests",
+            "images answered by model version and outcome",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.version_latency = Histogram(
+            "resnet_serve_version_latency_seconds",
+            "seconds from a request's start to an image's answer, by model version",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self._by_route: dict = {}  # (route, status) -> (its counter, its latency histogram): labels() takes a lock
         self.recent = RecentRequests()
 

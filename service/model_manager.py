@@ -1,8 +1,10 @@
-"""Loaded models: every model in the repository at its highest version, hot-reloaded when a new one appears.
+"""Loaded models: for each model in the repository one serving version (and at most one canary), the newer
+versions gated on accuracy before they take traffic (rollout rules: docs/service.md "Rollouts").
 
-A new version is validated (schema, sha256), loaded, warmed and golden-checked off the event loop, then
-swapped in with one assignment; the old version's batcher then drains, so requests already queued on it
-finish there. A broken version is refused with a log line and a metric; the old one keeps serving.
+A version is validated (schema, sha256), loaded, warmed, golden-checked and scored on its model's evaluation set
+off the event loop; it takes traffic by one assignment; the replaced version's batcher then drains, so requests
+already queued on it finish there. A broken or worse version is refused with a log line and a metric; the serving
+one keeps serving. Operator controls (promote, roll back, pin) live in ``rollout_admin.py``.
 """
 
 from __future__ import annotations
@@ -15,15 +17,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model_repository import Manifest, ManifestError, list_model_names, list_versions, read_manifest, verify_files
+from model_repository.evaluation import EvaluationSet, read_evaluation_set
 
 from .backends import candidate_backends
 from .batcher import BatchStats, DynamicBatcher
 from .errors import NotFound
+from .evaluation import Score, gate, score
 from .metrics import Metrics
+from .rollouts import Canary, RolloutStore
 from .runtime import ModelLoadError, OrtRunner, warmup_batch_sizes
 from .settings import Settings
 
 log = logging.getLogger("resnet_serve")
+LOAD_ERRORS = (ManifestError, ModelLoadError, OSError)
+
+
+@dataclass
+class Prepared:
+    """A version loaded, checked and scored, not taking traffic yet."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: Manifest
+    runner: OrtRunner
+    selection: dict  # chosen backend, its golden check, rejected backends
+    score: Score | None  # on the model's evaluation set; None without one
 
 
 @dataclass
@@ -34,14 +53,16 @@ class LoadedModel:
     manifest: Manifest
     runner: OrtRunner
     batcher: DynamicBatcher
-    selection: dict = field(default_factory=dict)  # chosen backend, its golden check, rejected backends
+    selection: dict = field(default_factory=dict)
+    score: Score | None = None
     loaded_at: float = field(default_factory=time.time)
+    counters: tuple = ()  # (answered, failed, latency) metric children for this version, set when it takes traffic
 
-    def describe(self) -> dict:
+    def describe(self, state: str = "ready") -> dict:
         m = self.manifest
         return {
             "version": self.version,
-            "state": "ready",
+            "state": state,
             "arch": m.arch,
             "input_size": m.input_size,
             "num_classes": m.num_classes,
@@ -50,26 +71,40 @@ class LoadedModel:
             "backend": self.runner.backend.label,
             "providers": self.runner.providers,
             "metrics": m.metrics,
+            "evaluation": self.score.describe() if self.score else None,
             "golden_check": self.selection.get("golden"),
             "rejected_backends": self.selection.get("rejected", []),
             "queue_depth": self.batcher.depth,
         }
 
 
+@dataclass
+class Decision:
+    """Why a version does not serve: ``failed`` (does not load or check), ``refused`` (the accuracy gate) or
+    ``held`` (passed the gate while the model is pinned). Tried again when its files or the serving version change."""
+
+    state: str
+    reason: str
+    files: tuple
+    against: int | None = None  # the serving version it was judged against
+    details: dict = field(default_factory=dict)
+
+
 class ModelManager:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings, self.metrics = settings, metrics
         self.repository = Path(settings.model_repository)
-        self.live: dict[str, LoadedModel] = {}
-        self.failed: dict[tuple[str, int], str] = {}  # (name, version) -> why it was refused (paths repository-relative)
-        # (name, version) -> its files when it was refused: a version caught mid-copy is tried again once they change
-        self._failed_files: dict[tuple[str, int], tuple] = {}
-        self._lock = asyncio.Lock()
-        self._retiring: set[asyncio.Task] = set()
+        self.live: dict[str, LoadedModel] = {}  # name -> the serving version
+        self.canaries: dict[str, Canary] = {}  # name -> a candidate taking a share of the traffic
+        self.decisions: dict[tuple[str, int], Decision] = {}  # (name, version) -> why it does not serve
+        self.rollouts = RolloutStore(settings.rollout_state_file or self.repository / "rollouts.json")
+        self.lock = asyncio.Lock()  # one change of what serves at a time: refresh, canary ends, admin calls
+        self._tasks: set[asyncio.Task] = set()  # retiring batchers, canary judgements
+        self.on_canary_due = None  # async (name) -> None: judges a canary (set by the rollout controller)
         # The repository's model names as of the last refresh: lookups on the request path never touch the disk.
         self._repository_names: list[str] = []
 
-    # ------------------------------------------------------------------ lookup
+    # ------------------------------------------------------------------ lookup (the request path)
     def expected_names(self) -> list[str]:
         """The models this server should serve: the configured ones, else those in the repository at the last refresh."""
         return list(self.settings.models) or self._repository_names
@@ -80,23 +115,44 @@ class ModelManager:
         names = self.expected_names()
         return names[0] if names else None
 
-    def get(self, name: str | None = None, version: int | None = None) -> LoadedModel:
+    def get(self, name: str | None = None, version: int | None = None, key: str | None = None) -> LoadedModel:
+        """The version that answers: the one named, else the canary for the requests its share takes (by ``key``,
+        the request id), else the serving one."""
         name = name or self.default_name()
-        if name is None or name not in self.live:
+        model = self.live.get(name) if name is not None else None
+        if model is None:
             known = ", ".join(sorted(self.live)) or "none"
             raise NotFound(f"model {name!r} is not loaded (loaded: {known})")
-        model = self.live[name]
+        canary = self.canaries.get(name)
+        if canary is not None and (version == canary.model.version or (version is None and canary.takes(key))):
+            return canary.model
         if version is not None and version != model.version:
             raise NotFound(f"{name} version {version} is not served (serving version {model.version})")
         return model
+
+    def observe(self, model: LoadedModel, ok: bool, seconds: float) -> None:
+        """One image answered (or failed by the model: not bad input) by ``model``: per-version metrics, the canary."""
+        answered, failed, latency = model.counters
+        if ok:
+            answered.inc()
+            latency.observe(seconds)
+        else:
+            failed.inc()
+        canary = self.canaries.get(model.name)
+        if canary is not None:
+            canary.record(model.version, ok, seconds)
+            if not canary.concluding and canary.due():
+                canary.concluding = True
+                self._spawn(self.on_canary_due(model.name))
 
     def ready(self) -> bool:
         expected = self.expected_names()
         return bool(expected) and all(n in self.live for n in expected)
 
     # ------------------------------------------------------------------ loading
-    def _load_blocking(self, name: str, version: int) -> tuple[Path, Manifest, OrtRunner, dict]:
-        """Validate the files, then try each backend (fastest first) until one loads and passes the golden check."""
+    def _load_blocking(self, name: str, version: int, evaluation: EvaluationSet | None) -> Prepared:
+        """Validate the files, try each backend (fastest first) until one loads and passes the golden check, warm
+        it, and score it on the evaluation set."""
         path = self.repository / name / str(version)
         manifest = read_manifest(path)
         if manifest.name != name:
@@ -127,8 +183,70 @@ class ModelManager:
                 runner.pad_batches_to(sizes)
             if s.warmup:
                 runner.warmup(manifest.input_size, sizes)
-            return path, manifest, runner, {"backend": backend.label, "golden": golden, "rejected": rejected}
+            scored = None
+            if evaluation is not None:
+                scored = score(runner, manifest, evaluation, s.max_batch_size, s.max_pixels, s.evaluation_timeout_s)
+                log.info("%s version %d: %s", name, version, gate(scored, None, 0)[1])
+            selection = {"backend": backend.label, "golden": golden, "rejected": rejected}
+            return Prepared(name, version, path, manifest, runner, selection, scored)
         raise ModelLoadError(f"no backend passed for {name} version {version}: {'; '.join(rejected)}")
+
+    async def prepare(self, name: str, version: int, evaluation: EvaluationSet | None) -> Prepared:
+        """Load, check and score one version off the event loop; a failure is recorded (state ``failed``)."""
+        try:
+            return await asyncio.to_thread(self._load_blocking, name, version, evaluation)
+        except LOAD_ERRORS as exc:
+            files = await asyncio.to_thread(self._files_of, name, version)
+            self.decisions[(name, version)] = Decision("failed", self._relative(str(exc)), files)
+            self.metrics.model_loads.labels(name, "failed").inc()
+            if name in self.live:
+                self.metrics.reload_failures.labels(name).inc()
+            log.error("refused %s version %d: %s", name, version, exc)
+            raise
+
+    async def evaluation_set(self, name: str) -> EvaluationSet | None:
+        """The model's evaluation set; an unreadable one is a load error of every version that would use it."""
+        try:
+            return await asyncio.to_thread(read_evaluation_set, self.repository, name)
+        except ManifestError as exc:
+            raise ModelLoadError(self._relative(str(exc))) from None
+
+    def take_traffic(self, prepared: Prepared) -> LoadedModel:
+        """A prepared version with its own batcher, ready to answer (as the serving version or a canary)."""
+        self.decisions.pop((prepared.name, prepared.version), None)
+        p, m = prepared, self.metrics
+        batcher = self._make_batcher(p.name, p.runner)
+        loaded = LoadedModel(p.name, p.version, p.path, p.manifest, p.runner, batcher, p.selection, p.score)
+        labels = (p.name, str(p.version))
+        loaded.counters = (
+            m.version_requests.labels(*labels, "ok"),
+            m.version_requests.labels(*labels, "error"),
+            m.version_latency.labels(*labels),
+        )
+        return loaded
+
+    def swap_in(self, loaded: LoadedModel) -> None:
+        """Make ``loaded`` the serving version; the one it replaces drains and is let go."""
+        name = loaded.name
+        previous = self.live.get(name)
+        self.live[name] = loaded  # the swap: new requests resolve to the new version from here on
+        self.metrics.model_loads.labels(name, "ok").inc()
+        self.metrics.loaded_version.labels(name).set(loaded.version)
+        s = loaded.selection
+        log.info(
+            "serving %s version %d on %s (golden check %s; rejected: %s)",
+            name, loaded.version, loaded.runner.backend.label, s["golden"], s["rejected"] or "none",
+        )  # fmt: skip
+        if previous is not None:
+            self.retire(previous)
+
+    def retire(self, model: LoadedModel) -> None:
+        self._spawn(self._retire(model.batcher))
+
+    def _spawn(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _make_batcher(self, name: str, runner: OrtRunner) -> DynamicBatcher:
         s, m = self.settings, self.metrics
@@ -140,50 +258,12 @@ class ModelManager:
             for wait in stats.queue_waits:
                 m.queue_wait.labels(name).observe(wait)
 
+        depth = m.queue_depth.labels(name).set
         batcher = DynamicBatcher(
-            runner,
-            s.max_batch_size,
-            s.max_delay_ms,
-            s.instances,
-            on_batch=on_batch,
-            on_depth=m.queue_depth.labels(name).set,
-            name=name,
+            runner, s.max_batch_size, s.max_delay_ms, s.instances, on_batch=on_batch, on_depth=depth, name=name
         )
         batcher.start()
         return batcher
-
-    async def load(self, name: str, version: int) -> LoadedModel:
-        """Load, warm and check one version off the event loop, then make it the live one."""
-        try:
-            path, manifest, runner, selection = await asyncio.to_thread(self._load_blocking, name, version)
-        except (ManifestError, ModelLoadError, OSError) as exc:
-            self.failed[(name, version)] = self._relative(str(exc))
-            self._failed_files[(name, version)] = await asyncio.to_thread(self._files_of, name, version)
-            self.metrics.model_loads.labels(name, "failed").inc()
-            if name in self.live:
-                self.metrics.reload_failures.labels(name).inc()
-            log.error("refused %s version %d: %s", name, version, exc)
-            raise
-        self.failed.pop((name, version), None)  # a version refused mid-copy and loaded once complete
-        self._failed_files.pop((name, version), None)
-        loaded = LoadedModel(name, version, path, manifest, runner, self._make_batcher(name, runner), selection)
-        previous = self.live.get(name)
-        self.live[name] = loaded  # the swap: new requests resolve to the new version from here on
-        self.metrics.model_loads.labels(name, "ok").inc()
-        self.metrics.loaded_version.labels(name).set(version)
-        log.info(
-            "serving %s version %d on %s (golden check %s; rejected: %s)",
-            name,
-            version,
-            runner.backend.label,
-            selection["golden"],
-            selection["rejected"] or "none",
-        )
-        if previous is not None:
-            task = asyncio.get_running_loop().create_task(self._retire(previous.batcher))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-        return loaded
 
     def _files_of(self, name: str, version: int) -> tuple:
         """(file name, size, mtime) of each file in a version directory: what changes when a copy completes."""
@@ -210,62 +290,40 @@ class ModelManager:
             gc.collect()
             gc.freeze()
 
-    async def refresh(self) -> dict[str, str]:
-        """Load whatever is newer than what is served. Returns {name: what happened}."""
-        async with self._lock:
-            outcome: dict[str, str] = {}
-            if not self.settings.models:
-                self._repository_names = await asyncio.to_thread(list_model_names, self.repository)
-            for name in self.expected_names():
-                versions = list_versions(self.repository, name)
-                if not versions:
-                    outcome[name] = "no versions"
-                    continue
-                latest = versions[-1]
-                current = self.live.get(name)
-                if current is not None and current.version >= latest:
-                    outcome[name] = f"serving version {current.version}"
-                    continue
-                if (name, latest) in self.failed:
-                    if await asyncio.to_thread(self._files_of, name, latest) == self._failed_files.get((name, latest)):
-                        outcome[name] = f"version {latest} refused earlier: {self.failed[(name, latest)]}"
-                        continue
-                    log.info("%s version %d changed since it was refused: trying it again", name, latest)
-                try:
-                    await self.load(name, latest)
-                    outcome[name] = f"loaded version {latest}"
-                except (ManifestError, ModelLoadError, OSError) as exc:
-                    outcome[name] = f"refused version {latest}: {self._relative(str(exc))}"
-            return outcome
-
-    async def poll(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.refresh()
-            except Exception:  # the poller must survive anything a repository can hold
-                log.exception("repository poll failed")
+    async def rescan(self) -> None:
+        """The repository's model names, when the settings name none (served: every model in the repository)."""
+        if not self.settings.models:
+            self._repository_names = await asyncio.to_thread(list_model_names, self.repository)
 
     async def drain_all(self, timeout_s: float) -> bool:
-        results = await asyncio.gather(*(m.batcher.drain(timeout_s) for m in self.live.values()))
-        await asyncio.gather(*self._retiring, return_exceptions=True)
+        batchers = [m.batcher for m in self.live.values()] + [c.model.batcher for c in self.canaries.values()]
+        results = await asyncio.gather(*(b.drain(timeout_s) for b in batchers))
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         return all(results)
-
-    def pending(self) -> int:
-        return sum(m.batcher.pending for m in self.live.values())
 
     def describe(self) -> list[dict]:
         out = []
         for name in sorted(set(self.expected_names()) | set(self.live)):
-            live = self.live.get(name)
+            live, canary, record = self.live.get(name), self.canaries.get(name), self.rollouts.of(name)
             versions = []
             for v in list_versions(self.repository, name):
+                decision = self.decisions.get((name, v))
                 if live is not None and v == live.version:
                     versions.append(live.describe())
-                elif (name, v) in self.failed:
-                    versions.append({"version": v, "state": "failed", "reason": self.failed[(name, v)]})
+                elif canary is not None and v == canary.model.version:
+                    versions.append(canary.model.describe("canary"))
+                elif decision is not None:
+                    versions.append({"version": v, "state": decision.state, "reason": decision.reason, **decision.details})
+                elif v in record.held_back:
+                    versions.append({"version": v, "state": "held_back", "reason": record.held_back[v]})
                 else:
                     versions.append({"version": v, "state": "available" if live is None or v < live.version else "loading"})
+            rollout = {
+                "pinned": record.pinned,
+                "canary_percent": self.settings.canary_percent if record.canary_percent is None else record.canary_percent,
+                "canary": canary.describe() if canary else None,
+                "history": record.history,
+            }
             out.append(
                 {
                     "name": name,
@@ -273,6 +331,7 @@ class ModelManager:
                     "serving_version": live.version if live else None,
                     "labels": live.manifest.num_classes if live else None,
                     "versions": versions,
+                    "rollout": rollout,
                 }
             )
         return out

@@ -1,16 +1,15 @@
-"""The FastAPI routes besides inference: model listing, probes, metrics and the admin reload (classification:
-classify_api.py and v2_api.py)."""
+"""The FastAPI routes besides inference: model listing, probes and metrics (classification: classify_api.py and
+v2_api.py; the operator's routes: admin_api.py)."""
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .errors import Forbidden, NotFound, Unauthorized
+from .errors import NotFound
 from .schemas import ERROR_RESPONSES, ModelsResponse
 from .state import ServiceState
 
@@ -72,16 +71,3 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", tags=["probes"], summary="Prometheus metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-@router.post("/admin/reload", responses=ERROR_RESPONSES, tags=["admin"], summary="Load new versions from the repository now")
-async def reload(request: Request, authorization: str | None = Header(None)) -> dict:
-    state = service(request)
-    token = state.settings.admin_token
-    if token:
-        if not authorization:
-            raise Unauthorized("send Authorization: Bearer TOKEN", headers={"WWW-Authenticate": "Bearer"})
-        scheme, _, given = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise Forbidden("invalid admin token")
-    return {"results": await state.models.refresh()}

@@ -64,6 +64,25 @@ class ModelsResponse(BaseModel):
     models: list[dict[str, Any]]
 
 
+class PromoteRequest(BaseModel):
+    version: int = Field(ge=1, description="the version to serve", examples=[3])
+
+
+class VersionChoice(BaseModel):
+    version: int | None = Field(None, ge=1, description="the version (pin: default the serving one)", examples=[3])
+
+
+class CanaryShare(BaseModel):
+    percent: float | None = Field(
+        None, ge=0, le=100, description="share of requests the next gated version takes first (null: the setting)"
+    )
+
+
+class RolloutResponse(BaseModel):
+    result: str = Field(examples=["version 3 serves (rolled back from version 4)"])
+    model: dict[str, Any] = Field(description="the model as GET /v1/models/{name} shows it now")
+
+
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "undecodable or truncated image, empty body, wrong multipart field, malformed inference request",
     404: "unknown model or version",
@@ -73,6 +92,17 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     503: "queue full, not ready, or draining (see Retry-After)",
     504: "deadline exceeded",
 }
+ADMIN_ERRORS = {
+    401: "admin_token is set and no Bearer token was sent",
+    403: "wrong admin token",
+    404: "unknown model or version",
+    409: "nothing to roll back to, or the version cannot serve (it fails to load or check)",
+    422: "malformed body",
+    503: "the rollout state could not be saved (nothing changed)",
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in ERROR_DESCRIPTIONS.items()
+}
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text} for code, text in ADMIN_ERRORS.items()
 }

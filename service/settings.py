@@ -87,8 +87,29 @@ class Settings(BaseSettings):
     )
     max_batch_files: int = Field(64, ge=1, description="most files in one /classify/batch request")
 
-    poll_interval_s: float = Field(10.0, ge=0, description="how often to look for new versions (0: never)")
-    admin_token: str | None = Field(None, description="Bearer token POST /admin/reload requires (none: open)")
+    poll_interval_s: float = Field(10.0, ge=0, description="how often to look for new versions (0: once, at start-up)")
+    admin_token: str | None = Field(None, description="Bearer token the /admin routes require (none: open)")
+
+    promotion_tolerance: float = Field(
+        0.5,
+        ge=0,
+        description="a new version serves only if its evaluation top-1 is at least the serving one's minus this many points",
+    )
+    evaluation_timeout_s: float = Field(300.0, gt=0, description="longest a version's evaluation-set scoring may take")
+    canary_percent: float = Field(
+        0.0, ge=0, le=100, description="share of requests a version that passed the gate takes first (0: promoted at once)"
+    )
+    canary_requests: int = Field(1000, ge=1, description="images answered (both versions together) before a canary is judged")
+    canary_max_s: float = Field(600.0, gt=0, description="a canary is judged after this long even with fewer requests")
+    canary_max_error_increase: float = Field(
+        0.01, ge=0, le=1, description="roll a canary back if its error rate exceeds the serving version's by more (fraction)"
+    )
+    canary_max_p99_ratio: float = Field(
+        1.5, ge=1, description="roll a canary back if its p99 latency is more than this times the serving version's"
+    )
+    rollout_state_file: Path | None = Field(
+        None, description="where promotions, pins and rollbacks are kept across restarts (default: REPOSITORY/rollouts.json)"
+    )
     drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long queued requests may take to finish")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: str = Field("info", description="log level")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .metrics import Metrics
 from .model_manager import ModelManager
+from .rollout_control import RolloutController
 from .settings import Settings
 
 
@@ -18,12 +19,14 @@ class ServiceState:
     models: ModelManager
     preprocess_pool: Executor  # threads, or processes with preprocess_processes
     large_decode_pool: Executor  # max_large_decodes threads for images over large_decode_bytes
+    rollouts: RolloutController | None = None  # what serves: the rollout rules and the operator's controls
     draining: bool = False
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     work_slots: asyncio.Semaphore | None = None
 
     def __post_init__(self) -> None:
+        self.rollouts = self.rollouts or RolloutController(self.models)
         self.work_slots = asyncio.Semaphore(self.work_capacity)
 
     # The service's only admission limits, both service-wide. ``work_capacity`` requests are decoded, queued in a

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import __version__
-from .errors import NotFound, typed_error
+from .errors import NotFound, request_id_of, typed_error
 from .inference import Deadline, every_prediction
 from .transport import JSON, PlainRoute, core_of, number, unless_client_leaves
 from .v2_codec import EXTENSIONS, encode_infer_response, model_metadata, parse_infer_request
@@ -71,13 +71,14 @@ async def infer(request: Request) -> Response:
     parsed = parse_infer_request(body, request.headers.get("inference-header-content-length"), model.manifest)
     timeouts = [t for t in (client_timeout_ms, parsed.timeout_ms) if t is not None]
     budget_s = core.budget_s(min(timeouts) if timeouts else None)
+    key = request_id_of(request)  # the canary's pick: a retry with the same X-Request-Id lands on the same version
     with core.admit(parsed.count):
         deadline = Deadline(budget_s)
         if parsed.images is not None:  # one image that fails fails the request, as a tensor row would
-            work = core.classify(parsed.images, name, version, deadline)
+            work = core.classify(parsed.images, name, version, deadline, key)
             predictions = every_prediction(await unless_client_leaves(request, work))
         else:
-            predictions = await unless_client_leaves(request, core.infer(parsed.tensor, name, version, deadline))
+            predictions = await unless_client_leaves(request, core.infer(parsed.tensor, name, version, deadline, key))
     content, headers = encode_infer_response(parsed, predictions)
     return Response(content, headers=headers)
 

@@ -568,7 +568,7 @@ def test_a_replaced_version_is_freed_even_in_a_reference_cycle(tmp_path):
         assert c.post("/admin/reload").json()["results"]["toy"] == "loaded version 2"
 
         async def retired() -> None:
-            await asyncio.gather(*c.app.state.service.models._retiring)
+            await asyncio.gather(*c.app.state.service.models._tasks)
 
         c.portal.call(retired)
         assert gone() is None

@@ -1,0 +1,134 @@
+"""Write a model's evaluation set (model_repository/evaluation.py) from held-out images: a fixed, class-stratified
+sample, the selection recorded, stored once per model name and used to score every version before promotion.
+
+    python export/evaluation_set.py --images held-out/ --name cifar10-resnet56 --repository models --count 1000
+    python export/evaluation_set.py --images ../shared/data/cifar10-jpeg.tar.gz --labels-from models/cifar10-resnet56/3 \\
+        --name cifar10-resnet56 --repository models
+
+``--images`` is an ImageFolder (``CLASS/FILE``, or its ``test/``/``val/`` split) or a ``.tar.gz`` of one. Files are
+stored as they are (encoded), so the service scores them through its own decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: the repository root, not export/, goes first on sys.path
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from export.sources import ExportError
+from model_repository import read_manifest
+from model_repository.evaluation import write_evaluation_set
+
+SPLITS = ("test", "val")  # the held-out split's folder, when the source holds a train split beside it
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def _held_out(paths: list[str]) -> tuple[str, list[str]]:
+    """(split prefix, CLASS/FILE paths) of the held-out split, or the whole listing when it has no split folders."""
+    for split in SPLITS:
+        inside = [p[len(split) + 1 :] for p in paths if p.startswith(split + "/")]
+        if inside:
+            return split + "/", inside
+    return "", paths
+
+
+def read_image_files(source: Path) -> tuple[str, dict[str, dict[str, bytes]]]:
+    """{class: {file name: encoded bytes}} of an ImageFolder or a .tar.gz of one (its held-out split)."""
+    by_class: dict[str, dict[str, bytes]] = defaultdict(dict)
+    if source.is_dir():
+        listed = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        split, inside = _held_out(listed)
+        for rel in inside:
+            if rel.count("/") == 1:
+                cls, file = rel.split("/")
+                by_class[cls][file] = (source / split / rel).read_bytes()
+    elif tarfile.is_tarfile(source):
+        with tarfile.open(source) as tar:
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+            split, inside = _held_out(sorted(p for p in members if Path(p).suffix.lower() in IMAGE_SUFFIXES))
+            for rel in inside:
+                if rel.count("/") == 1:
+                    cls, file = rel.split("/")
+                    by_class[cls][file] = tar.extractfile(members[split + rel]).read()
+    else:
+        raise ExportError(f"{source}: neither a folder nor a .tar.gz of CLASS/FILE images")
+    if not by_class:
+        raise ExportError(f"{source}: no CLASS/FILE images found")
+    return f"{source.name}:{split or './'}", dict(by_class)
+
+
+def stratified_sample(
+    by_class: dict[str, dict[str, bytes]], class_names: list[str], count: int, seed: int
+) -> tuple[list[bytes], list[int], dict[str, list[str]]]:
+    """``count`` images, as even across the classes as they allow, drawn with ``seed`` from each class's files in
+    sorted order. Returns the images, their label indices and the chosen file names per class (the record)."""
+    unknown = sorted(set(by_class) - set(class_names))
+    if unknown:
+        raise ExportError(f"image folders {unknown} are not among the model's labels")
+    present = [c for c in class_names if c in by_class]
+    rng = np.random.default_rng(seed)
+    quota = {c: count // len(present) + (i < count % len(present)) for i, c in enumerate(present)}
+    images, labels, chosen = [], [], {}
+    for c in present:
+        files = sorted(by_class[c])
+        if len(files) < quota[c]:
+            raise ExportError(f"class {c!r} has {len(files)} images; {quota[c]} needed for {count} in all")
+        picked = sorted(files[i] for i in rng.choice(len(files), quota[c], replace=False))
+        chosen[c] = picked
+        images += [by_class[c][f] for f in picked]
+        labels += [class_names.index(c)] * len(picked)
+    return images, labels, chosen
+
+
+def build_evaluation_set(
+    images_source: Path, repository: Path, name: str, class_names: list[str], count: int = 1000, seed: int = 0
+) -> Path:
+    described, by_class = read_image_files(images_source)
+    images, labels, chosen = stratified_sample(by_class, class_names, count, seed)
+    source = {
+        "images": described,
+        "selection": f"class-stratified sample of {len(images)}: numpy default_rng({seed}).choice per class, sorted",
+        "seed": seed,
+        "files": chosen,
+    }
+    return write_evaluation_set(repository, name, images, labels, class_names, source)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=Path, required=True, help="held-out images: an ImageFolder or a .tar.gz of one")
+    p.add_argument("--name", required=True, help="the model name in the repository")
+    p.add_argument("--repository", type=Path, default=Path("models"))
+    p.add_argument("--labels-from", type=Path, help="a version directory whose labels to use (default: the newest)")
+    p.add_argument("--count", type=int, default=1000, help="images in the set (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        version_dir = args.labels_from or _newest_version(args.repository, args.name)
+        labels = read_manifest(version_dir).labels
+        path = build_evaluation_set(args.images, args.repository, args.name, labels, args.count, args.seed)
+    except (ExportError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+def _newest_version(repository: Path, name: str) -> Path:
+    from model_repository import list_versions
+
+    versions = list_versions(repository, name)
+    if not versions:
+        raise ExportError(f"{repository}/{name} has no version to take labels from (give --labels-from)")
+    return repository / name / str(versions[-1])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
