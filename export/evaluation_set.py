@@ -15,6 +15,7 @@ import argparse
 import sys
 import tarfile
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ if __package__ in (None, ""):  # run as a script: the repository root, not expor
 
 from export.sources import ExportError
 from model_repository import read_manifest
-from model_repository.evaluation import write_evaluation_set
+from model_repository.evaluation import EVALUATION_FILE, evaluation_dir, read_evaluation_set, write_evaluation_set
+from model_repository.manifest import ManifestError
 
 SPLITS = ("test", "val")  # the held-out split's folder, when the source holds a train split beside it
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -87,9 +89,35 @@ def stratified_sample(
     return images, labels, chosen
 
 
-def build_evaluation_set(
-    images_source: Path, repository: Path, name: str, class_names: list[str], count: int = 1000, seed: int = 0
-) -> Path:
+@dataclass
+class PlannedSet:
+    """A sampled evaluation set, checked against the one stored, to be written when the export publishes."""
+
+    repository: Path
+    name: str
+    images: list[bytes]
+    labels: list[int]
+    class_names: list[str]
+    source: dict
+    unchanged: bool  # the stored set is this one already
+
+    def write(self) -> Path | None:
+        if self.unchanged:
+            return None
+        return write_evaluation_set(self.repository, self.name, self.images, self.labels, self.class_names, self.source)
+
+
+def plan_evaluation_set(
+    images_source: Path,
+    repository: Path,
+    name: str,
+    class_names: list[str],
+    count: int = 1000,
+    seed: int = 0,
+    replace: bool = False,
+) -> PlannedSet:
+    """Sample the set; ExportError if ``name`` already has a different one and ``replace`` is not given (every
+    version is scored on the stored set: changing it is a decision of its own)."""
     described, by_class = read_image_files(images_source)
     images, labels, chosen = stratified_sample(by_class, class_names, count, seed)
     source = {
@@ -98,7 +126,32 @@ def build_evaluation_set(
         "seed": seed,
         "files": chosen,
     }
-    return write_evaluation_set(repository, name, images, labels, class_names, source)
+    try:
+        stored = read_evaluation_set(repository, name)
+    except ManifestError:
+        stored = None  # unreadable: replacing it can only help
+    same = stored is not None and stored.images == images and stored.labels.tolist() == labels
+    same = same and stored.manifest.labels == class_names
+    if stored is not None and not same and not replace:
+        raise ExportError(
+            f"{name} already has a different evaluation set ({stored.manifest.count} images from "
+            f"{stored.manifest.source.get('images', '?')}); every version is scored on it: --replace-evaluation replaces it"
+        )
+    return PlannedSet(repository, name, images, labels, class_names, source, unchanged=same)
+
+
+def build_evaluation_set(
+    images_source: Path,
+    repository: Path,
+    name: str,
+    class_names: list[str],
+    count: int = 1000,
+    seed: int = 0,
+    replace: bool = False,
+) -> Path:
+    planned = plan_evaluation_set(images_source, repository, name, class_names, count, seed, replace)
+    planned.write()
+    return evaluation_dir(repository, name) / EVALUATION_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels-from", type=Path, help="a version directory whose labels to use (default: the newest)")
     p.add_argument("--count", type=int, default=1000, help="images in the set (default 1000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replace", action="store_true", help="replace a different evaluation set the model already has")
     args = p.parse_args(argv)
     try:
         version_dir = args.labels_from or _newest_version(args.repository, args.name)
         labels = read_manifest(version_dir).labels
-        path = build_evaluation_set(args.images, args.repository, args.name, labels, args.count, args.seed)
+        path = build_evaluation_set(args.images, args.repository, args.name, labels, args.count, args.seed, args.replace)
     except (ExportError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -52,6 +52,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write the weights-only training checkpoint into the version (checkpoint.pt; --checkpoint sources)",
     )
+    p.add_argument(
+        "--evaluation-images",
+        type=Path,
+        help="held-out images (an ImageFolder, or a .tar.gz of one: its test/ split) for the model's evaluation set, "
+        "on which the service scores every version before promoting it",
+    )
+    p.add_argument("--evaluation-count", type=int, default=1000, help="images in the evaluation set (class-stratified)")
+    p.add_argument("--evaluation-seed", type=int, default=0, help="the seed of the evaluation set's sample")
+    p.add_argument("--replace-evaluation", action="store_true", help="replace a different evaluation set the model has")
     p.add_argument("--trt-engine", action="store_true", help="also build a TensorRT engine (needs the tensorrt package)")
     return p
 
@@ -69,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         parity_images=args.parity_images,
         trt_engine=args.trt_engine,
         with_checkpoint=args.with_checkpoint,
+        evaluation_images=args.evaluation_images,
+        evaluation_count=args.evaluation_count,
+        evaluation_seed=args.evaluation_seed,
+        replace_evaluation=args.replace_evaluation,
     )
     try:
         if args.checkpoint and (args.weights or args.weights_file):

@@ -14,6 +14,7 @@ from model_repository import Golden, InputSpec, Manifest, OutputSpec, publish, s
 from model_repository.manifest import MANIFEST_FILE, NAME_PATTERN, now
 
 from .checks import check_graph, check_parity, golden_outputs, parity_inputs
+from .evaluation_set import plan_evaluation_set
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, build_tensorrt_engine, export_onnx, simplify
 from .quantize import quantize_int8
 from .sources import ExportError, ModelSource
@@ -34,6 +35,10 @@ class ExportOptions:
     parity_images: Path | None = None
     trt_engine: bool = False
     with_checkpoint: bool = False
+    evaluation_images: Path | None = None  # held-out images: the model's evaluation set (export/evaluation_set.py)
+    evaluation_count: int = 1000
+    evaluation_seed: int = 0
+    replace_evaluation: bool = False
 
 
 def export_to_repository(src: ModelSource, repository: str | Path, name: str, options: ExportOptions) -> Path:
@@ -53,6 +58,17 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
         raise ExportError("--static-batch must be positive")
     if options.with_checkpoint and src.checkpoint is None:
         raise ExportError("--with-checkpoint needs a --checkpoint source")
+    evaluation = None
+    if options.evaluation_images is not None:  # sampled and checked first: a conflict fails before any work
+        evaluation = plan_evaluation_set(
+            options.evaluation_images,
+            Path(repository),
+            name,
+            src.labels,
+            options.evaluation_count,
+            options.evaluation_seed,
+            options.replace_evaluation,
+        )
     size = src.preprocess.crop
     with staging_directory(repository, name) as staging:
         onnx_path = staging / "model.onnx"
@@ -103,6 +119,8 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
         def finalize(directory: Path, version: int) -> None:
             Manifest(version=version, **fields).dump(directory / MANIFEST_FILE)
 
+        if evaluation is not None:  # before the version appears, so its gate scores it on this set
+            evaluation.write()
         version = publish(staging, repository, name, finalize)
     return Path(repository) / name / str(version)
 
