@@ -1,4 +1,5 @@
-# resnet-serve runtime image: the `serve` extra only (no torch, no compiler), non-root, models baked in at /models.
+# resnet-serve runtime image: the `serve` extra only (no torch, no compiler), non-root, models baked in at /models,
+# rollout state (pins, rollbacks) in /var/lib/resnet-serve: mount a volume there to keep it across containers.
 #
 #   docker build -t resnet-serve:latest .                                   # CPU (default base: python:3.11-slim)
 #   docker build -t resnet-serve:latest --build-arg BASE_IMAGE=resnet-serve-base:bookworm .
@@ -35,12 +36,14 @@ FROM ${BASE_IMAGE} AS runtime
 RUN if ! python3 -c 'import venv' 2>/dev/null; then \
       apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 \
       && rm -rf /var/lib/apt/lists/*; fi \
-    && (useradd --uid 10001 --create-home --shell /usr/sbin/nologin app 2>/dev/null || adduser --uid 10001 --disabled-password app)
+    && (useradd --uid 10001 --create-home --shell /usr/sbin/nologin app 2>/dev/null || adduser --uid 10001 --disabled-password app) \
+    && mkdir -p /var/lib/resnet-serve && chown 10001:10001 /var/lib/resnet-serve
 COPY --from=build /opt/venv /opt/venv
 COPY --chown=10001:10001 models /models
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     RESNET_SERVE_MODEL_REPOSITORY=/models \
+    RESNET_SERVE_ROLLOUT_STATE_FILE=/var/lib/resnet-serve/rollouts.json \
     RESNET_SERVE_HOST=0.0.0.0 \
     RESNET_SERVE_PORT=8000
 USER 10001

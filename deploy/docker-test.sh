@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end test of the container: engine -> base image -> image build -> compose up -> health -> classify
-# -> /metrics -> SIGTERM drain -> teardown. Loopback only. Cleans up even when it fails.
+# -> /metrics -> a pin across a restart -> SIGTERM drain -> teardown. Loopback only. Cleans up even when it fails.
 # Usage: deploy/docker-test.sh   (env: BASE_IMAGE, KEEP_IMAGE=1 to keep the built image)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,7 +78,17 @@ curl -sf -F "file=@$photo" "$url/classify" >/dev/null || fail "multipart classif
 metrics=$(curl -sf "$url/metrics") || fail "/metrics did not answer"
 grep -q 'resnet_serve_requests_total{route="/classify",status="200"}' <<<"$metrics" || fail "/metrics lacks the request counter"
 
-# 7. SIGTERM while requests are in flight: they finish, the container exits 0 and logs the drain.
+# 7. A pin survives a restart: the rollout state lives on the compose volume, not in the container.
+name=$(curl -sf "$url/v1/models" | python3 -c 'import json, sys; print(json.load(sys.stdin)["models"][0]["name"])')
+curl -sf -X POST "$url/admin/models/$name/pin" >/dev/null || fail "pin"
+compose restart server >/dev/null
+for _ in $(seq 60); do curl -sf "$url/readyz" >/dev/null 2>&1 && break; sleep 1; done
+pinned=$(curl -sf "$url/v1/models/$name" | python3 -c 'import json, sys; print(json.load(sys.stdin)["rollout"]["pinned"])')
+[ "$pinned" != None ] || fail "the pin was lost in the restart"
+log "pin kept across a restart (version $pinned)"
+container=$(compose ps -q server)
+
+# 8. SIGTERM while requests are in flight: they finish, the container exits 0 and logs the drain.
 for i in $(seq 20); do
   curl -s -o /dev/null -w '%{http_code}\n' -X POST --data-binary @"$photo" -H 'Content-Type: image/jpeg' "$url/classify" >>/tmp/resnet-serve-e2e-codes.txt &
 done

@@ -54,12 +54,13 @@ def toy_cifar(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def toy_repository(tmp_path_factory) -> Path:
+def toy_repository(tmp_path_factory):
     """A model repository holding one random-weight resnet20 named "toy" (3 classes, 32x32 inputs), exported once
     per run: tests read it and never write to it (they copy it, or export their own, to change one)."""
     repo = tmp_path_factory.mktemp("toy-repository")
     export_random_model(repo, "toy", "resnet20")
-    return repo
+    yield repo
+    assert not (repo / "rollouts.json").exists(), "a test changed the shared toy repository's rollout state"
 
 
 @pytest.fixture(autouse=True)

@@ -93,6 +93,9 @@ def test_compose_file():
     assert set(server["environment"]) <= SETTINGS_ENV
     assert server["ports"][0].startswith("${BIND_ADDRESS:-127.0.0.1}:")
     assert "./models:/models:ro" in server["volumes"]
+    # the rollout state on a volume, where the image's settings put it (a read-only repository cannot hold it)
+    assert "rollout-state:/var/lib/resnet-serve" in server["volumes"] and "rollout-state" in compose["volumes"]
+    assert "RESNET_SERVE_ROLLOUT_STATE_FILE=/var/lib/resnet-serve/rollouts.json" in (ROOT / "Dockerfile").read_text()
     grace = int(server["stop_grace_period"].rstrip("s"))
     assert grace > float(server["environment"]["RESNET_SERVE_DRAIN_TIMEOUT_S"])
     assert compose["services"]["prometheus"]["profiles"] == ["monitoring"]

@@ -5,6 +5,8 @@ and content type. Bounded in examples; the v2 routes are checked against the pro
 
 from __future__ import annotations
 
+import shutil
+
 import hypothesis
 import pytest
 import schemathesis
@@ -32,8 +34,10 @@ CHECKS = (no_fault, response_schema_conformance, content_type_conformance)
 
 
 @pytest.fixture(scope="module")
-def server(toy_repository):
-    s = Server(toy_repository, "--max-delay-ms", "0")
+def server(toy_repository, tmp_path_factory):
+    repository = tmp_path_factory.mktemp("conformance") / "repo"  # a copy: the admin routes write rollouts.json
+    shutil.copytree(toy_repository, repository)
+    s = Server(repository, "--max-delay-ms", "0")
     yield s
     s.stop()
 
