@@ -245,7 +245,7 @@ class RolloutController:
         if name not in self.models.live:
             raise NotFound(f"model {name!r} is not loaded")
         record = self.models.rollouts.of(name)
-        if record.serving is None:
+        if record.serving != self.models.live[name].version:  # never recorded, or the recorded version was gone
             record.serve(self.models.live[name].version)
         return record
 
