@@ -101,9 +101,10 @@ class PlannedSet:
     source: dict
     unchanged: bool  # the stored set is this one already
 
-    def write(self) -> Path | None:
+    def write(self) -> Path:
+        """Store the set (unless it is there already); returns its ``evaluation.json``."""
         if self.unchanged:
-            return None
+            return evaluation_dir(self.repository, self.name) / EVALUATION_FILE
         return write_evaluation_set(self.repository, self.name, self.images, self.labels, self.class_names, self.source)
 
 
@@ -140,20 +141,6 @@ def plan_evaluation_set(
     return PlannedSet(repository, name, images, labels, class_names, source, unchanged=same)
 
 
-def build_evaluation_set(
-    images_source: Path,
-    repository: Path,
-    name: str,
-    class_names: list[str],
-    count: int = 1000,
-    seed: int = 0,
-    replace: bool = False,
-) -> Path:
-    planned = plan_evaluation_set(images_source, repository, name, class_names, count, seed, replace)
-    planned.write()
-    return evaluation_dir(repository, name) / EVALUATION_FILE
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, required=True, help="held-out images: an ImageFolder or a .tar.gz of one")
@@ -167,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         version_dir = args.labels_from or _newest_version(args.repository, args.name)
         labels = read_manifest(version_dir).labels
-        path = build_evaluation_set(args.images, args.repository, args.name, labels, args.count, args.seed, args.replace)
+        planned = plan_evaluation_set(args.images, args.repository, args.name, labels, args.count, args.seed, args.replace)
+        path = planned.write()
     except (ExportError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from export.evaluation_set import build_evaluation_set, plan_evaluation_set, stratified_sample
+from export.evaluation_set import plan_evaluation_set, stratified_sample
 from export.sources import ExportError
 from model_repository import ManifestError, read_manifest
 from model_repository.evaluation import read_evaluation_set, write_evaluation_set
@@ -66,13 +66,13 @@ def test_the_sample_is_class_stratified_seeded_and_recorded(tmp_path):
 def test_the_exporter_keeps_a_stored_set_unless_told_to_replace_it(tmp_path):
     folder = make_image_folder(tmp_path / "data", {"test": 8})
     repo = tmp_path / "repo"
-    path = build_evaluation_set(folder, repo, "toy", TOY_CLASSES, count=12)
+    path = plan_evaluation_set(folder, repo, "toy", TOY_CLASSES, count=12).write()
     source = json.loads(path.read_text())["source"]
     assert source["seed"] == 0 and sum(len(f) for f in source["files"].values()) == 12
     assert plan_evaluation_set(folder, repo, "toy", TOY_CLASSES, count=12).unchanged
     with pytest.raises(ExportError, match="--replace-evaluation"):
         plan_evaluation_set(folder, repo, "toy", TOY_CLASSES, count=9)
-    build_evaluation_set(folder, repo, "toy", TOY_CLASSES, count=9, replace=True)
+    plan_evaluation_set(folder, repo, "toy", TOY_CLASSES, count=9, replace=True).write()
     assert read_evaluation_set(repo, "toy").manifest.count == 9
 
 
