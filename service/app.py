@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # 0.02-0.08 ms of event-loop CPU per /classify request (bench/event_loop_cost.py, docs/benchmarks.md).
         gc.collect()
         gc.freeze()
-        poller = asyncio.create_task(state.rollouts.poll(settings.poll_interval_s))  # 0: one round, then never
+        poller = asyncio.create_task(state.rollouts.poll(settings.poll_interval_s))  # 0: only the round start-up left
         try:
             yield
         finally:
