@@ -91,7 +91,7 @@ default-model: setup
 
 # torchvision's ResNet-50 IMAGENET1K_V2 weights into models/resnet50 (downloads; offline pass WEIGHTS_FILE=...).
 imagenet-model: setup
-	$(PY) export/export.py --torchvision resnet50 --weights IMAGENET1K_V2 --name resnet50 --repository $(MODELS) \
+	$(PY) -m export --torchvision resnet50 --weights IMAGENET1K_V2 --name resnet50 --repository $(MODELS) \
 	  $(if $(WEIGHTS_FILE),--weights-file $(WEIGHTS_FILE),)
 
 # Container image (BASE_IMAGE=... for another base, e.g. resnet-serve-base:bookworm from deploy/base-image.sh).

@@ -26,7 +26,7 @@ BENCH_MODELS = ("resnet50", "resnet18", "resnet50-int8", "resnet18-int8")
 
 def ensure_bench_models(repository: Path, names: list[str], photos: Path = DEFAULT_PHOTOS) -> dict[str, Path]:
     """Random-weight ResNet-18/50 (and int8 versions calibrated on ``photos``) exported once into ``repository``
-    (needs the export extra), as ``export/export.py --random ARCH [--int8 --calibration-images photos]`` would.
+    (needs the export extra), as ``python -m export --random ARCH [--int8 --calibration-images photos]`` would.
     Returns version dirs by name."""
     out = {}
     for name in names:

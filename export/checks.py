@@ -13,8 +13,8 @@ from model_repository.postprocess import softmax
 from model_repository.preprocess import preprocess_image
 from training.data import IMAGE_SUFFIXES
 
+from .errors import ExportError
 from .onnx_export import INPUT_NAME
-from .sources import ExportError
 
 # Operators that ONNX Runtime's CPU, CUDA and TensorRT execution providers all implement (docs/export.md).
 PORTABLE_OPS = frozenset(

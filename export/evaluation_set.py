@@ -1,8 +1,8 @@
 """Write a model's evaluation set (model_repository/evaluation.py) from held-out images: a fixed, class-stratified
 sample, the selection recorded, stored once per model name and used to score every version before promotion.
 
-    python export/evaluation_set.py --images held-out/ --name cifar10-resnet56 --repository models --count 1000
-    python export/evaluation_set.py --images ../shared/data/cifar10-jpeg.tar.gz --labels-from models/cifar10-resnet56/3 \\
+    python -m export.evaluation_set --images held-out/ --name cifar10-resnet56 --repository models --count 1000
+    python -m export.evaluation_set --images ../shared/data/cifar10-jpeg.tar.gz --labels-from models/cifar10-resnet56/3 \\
         --name cifar10-resnet56 --repository models
 
 ``--images`` is an ImageFolder (``CLASS/FILE``, or its ``test/``/``val/`` split) or a ``.tar.gz`` of one. Files are
@@ -20,11 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: the repository root, not export/, goes first on sys.path
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from export.sources import ExportError
-from model_repository import read_manifest
+from export.errors import ExportError
+from model_repository import list_versions, read_manifest, version_dir
 from model_repository.evaluation import EVALUATION_FILE, evaluation_dir, read_evaluation_set, write_evaluation_set
 from model_repository.manifest import ManifestError
 
@@ -164,12 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _newest_version(repository: Path, name: str) -> Path:
-    from model_repository import list_versions
-
     versions = list_versions(repository, name)
     if not versions:
         raise ExportError(f"{repository}/{name} has no version to take labels from (give --labels-from)")
-    return repository / name / str(versions[-1])
+    return version_dir(repository, name, versions[-1])
 
 
 if __name__ == "__main__":

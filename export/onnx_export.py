@@ -84,32 +84,3 @@ def simplify(path: Path) -> dict:
         "bytes_after": after[1],
         "kept": kept,
     }
-
-
-def build_tensorrt_engine(onnx_path: Path, engine_path: Path, input_size: int, fp16: bool = True) -> None:
-    """Serialise a TensorRT engine with an optimisation profile for batch 1 (min), 16 (opt), 64 (max)."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise RuntimeError(
-            "--trt-engine needs the tensorrt Python package, which exists only on NVIDIA GPU machines "
-            "(pip install tensorrt); export without it and let ONNX Runtime's TensorRT provider build the engine"
-        ) from None
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
-    config = builder.create_builder_config()
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
-    shape = lambda n: (n, 3, input_size, input_size)  # noqa: E731
-    profile.set_shape(INPUT_NAME, shape(1), shape(16), shape(64))
-    config.add_optimization_profile(profile)
-    engine = builder.build_serialized_network(network, config)
-    if engine is None:
-        raise RuntimeError("TensorRT failed to build the engine")
-    engine_path.write_bytes(bytes(engine))

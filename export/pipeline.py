@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_repository import Golden, InputSpec, Manifest, OutputSpec, publish, sha256_file, staging_directory
+from model_repository import Golden, InputSpec, Manifest, OutputSpec, publish, sha256_file, staging_directory, version_dir
 from model_repository.manifest import MANIFEST_FILE, NAME_PATTERN, now
 
 from .checks import check_graph, check_parity, golden_outputs, parity_inputs
+from .errors import ExportError
 from .evaluation_set import plan_evaluation_set
-from .onnx_export import INPUT_NAME, OUTPUT_NAME, build_tensorrt_engine, export_onnx, simplify
+from .onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, simplify
 from .quantize import quantize_int8
-from .sources import ExportError, ModelSource
+from .sources import ModelSource
 
 GOLDEN_COUNT = 8
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -33,7 +34,6 @@ class ExportOptions:
     simplify: bool = False
     parity: bool = True
     parity_images: Path | None = None
-    trt_engine: bool = False
     with_checkpoint: bool = False
     evaluation_images: Path | None = None  # held-out images: the model's evaluation set (export/evaluation_set.py)
     evaluation_count: int = 1000
@@ -87,11 +87,6 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
             parity = {"skipped": True, "reason": "--no-parity"}
         golden_inputs = inputs[:GOLDEN_COUNT]
         np.savez(staging / "golden.npz", inputs=golden_inputs, logits=golden_outputs(src.model, golden_inputs))
-        if options.trt_engine:
-            try:
-                build_tensorrt_engine(onnx_path, staging / "model.plan", size, fp16=True)
-            except RuntimeError as exc:
-                raise ExportError(str(exc)) from None
         if options.with_checkpoint:  # weights-only, so the version can be re-exported (int8, fp16) or fine-tuned
             torch.save(src.checkpoint, staging / CHECKPOINT_FILE)
             extra["checkpoint_file"] = {"file": CHECKPOINT_FILE, "sha256": sha256_file(staging / CHECKPOINT_FILE)}
@@ -122,7 +117,7 @@ def export_to_repository(src: ModelSource, repository: str | Path, name: str, op
         if evaluation is not None:  # before the version appears, so its gate scores it on this set
             evaluation.write()
         version = publish(staging, repository, name, finalize)
-    return Path(repository) / name / str(version)
+    return version_dir(repository, name, version)
 
 
 def summary(version_path: Path) -> str:

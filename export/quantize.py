@@ -11,8 +11,8 @@ import numpy as np
 from model_repository import Preprocess
 
 from .checks import parity_inputs
+from .errors import ExportError
 from .onnx_export import INPUT_NAME
-from .sources import ExportError
 
 
 def quantize_int8(onnx_path: Path, preprocess: Preprocess, calibration_dir: Path, count: int = 64) -> dict:

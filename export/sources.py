@@ -22,11 +22,9 @@ from training.config import command_line
 from training.data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from training.models import IMAGENET_DEPTHS, get_model, get_spec
 
+from .errors import ExportError
+
 TORCHVISION_ARCHS = tuple(f"resnet{d}" for d in IMAGENET_DEPTHS)
-
-
-class ExportError(RuntimeError):
-    """An export that cannot go on; nothing is written to the repository."""
 
 
 @dataclass

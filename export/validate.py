@@ -1,4 +1,4 @@
-"""Re-check a published model version: ``python export/validate.py REPO/NAME/VERSION``.
+"""Re-check a published model version: ``python -m export.validate REPO/NAME/VERSION``.
 
 Schema, sha256 of the files, onnx.checker (full check), ONNX Runtime loads it, and a forward pass on a
 batch of 3 (or the static batch) gives the declared output shape.
@@ -9,9 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import numpy as np
 

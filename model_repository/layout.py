@@ -33,6 +33,7 @@ def list_versions(repository: str | Path, name: str) -> list[int]:
 
 
 def version_dir(repository: str | Path, name: str, version: int) -> Path:
+    """The one place a version's directory is named: ``<repository>/<name>/<version>``."""
     return Path(repository) / name / str(version)
 
 
@@ -72,5 +73,5 @@ def publish(staging: Path, repository: str | Path, name: str, finalize: Callable
         version = _next_free_version(model_dir)
         finalize(staging, version)
         staging.chmod(0o755)  # mkdtemp makes it private; servers may run as another user
-        staging.rename(model_dir / str(version))
+        staging.rename(version_dir(root, name, version))
     return version

@@ -16,7 +16,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model_repository import Manifest, ManifestError, list_model_names, list_versions, read_manifest, verify_files
+from model_repository import (
+    Manifest,
+    ManifestError,
+    list_model_names,
+    list_versions,
+    read_manifest,
+    verify_files,
+    version_dir,
+)
 from model_repository.evaluation import EvaluationSet, read_evaluation_set
 
 from .backends import candidate_backends
@@ -153,7 +161,7 @@ class ModelManager:
     def _load_blocking(self, name: str, version: int, evaluation: EvaluationSet | None) -> Prepared:
         """Validate the files, try each backend (fastest first) until one loads and passes the golden check, warm
         it, and score it on the evaluation set."""
-        path = self.repository / name / str(version)
+        path = version_dir(self.repository, name, version)
         manifest = read_manifest(path)
         if manifest.name != name:
             raise ManifestError(f"{path}: manifest names {manifest.name!r}, directory {name!r}")
@@ -267,7 +275,7 @@ class ModelManager:
 
     def _files_of(self, name: str, version: int) -> tuple:
         """(file name, size, mtime) of each file in a version directory: what changes when a copy completes."""
-        directory = self.repository / name / str(version)
+        directory = version_dir(self.repository, name, version)
         try:
             return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in directory.iterdir() if f.is_file()))
         except OSError:

@@ -1,4 +1,4 @@
-"""export/export.py and export/validate.py: checkpoints and torchvision weights into a model repository."""
+"""The exporter (python -m export: export/cli.py) and export/validate.py: checkpoints and torchvision weights to a repository."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import torch
 import torchvision
 
 from export import pipeline, sources
-from export.export import main as export_main
+from export.cli import main as export_main
+from export.errors import ExportError
 from export.pipeline import ExportOptions, export_to_repository
-from export.sources import ExportError, from_checkpoint, from_random, from_torchvision
+from export.sources import from_checkpoint, from_random, from_torchvision
 from export.validate import main as validate_main
 from model_repository import (
     ManifestError,
@@ -33,7 +34,7 @@ from model_repository import (
     staging_directory,
     verify_files,
 )
-from tests.conftest import ROOT, train_argv
+from tests.conftest import train_argv
 from training.config import get_args_parser
 from training.train import main as train_main
 
@@ -130,7 +131,7 @@ def test_validate_cli(checkpoint, tmp_path):
     repo = tmp_path / "models"
     export_main(["--checkpoint", str(checkpoint), "--name", "m", "--repository", str(repo)])
     version = repo / "m" / "1"
-    proc = subprocess.run([sys.executable, str(ROOT / "export" / "validate.py"), str(version)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "export.validate", str(version)], capture_output=True, text=True)
     assert proc.returncode == 0 and "forward [3, 3, 32, 32] -> [3, 3]" in proc.stdout
     with open(version / "model.onnx", "ab") as fh:
         fh.write(b"tampered")
@@ -220,12 +221,7 @@ def test_failed_export_leaves_nothing(checkpoint, tmp_path, monkeypatch):
     assert list_model_names(repo) == []
     assert not (repo / "broken").exists()
     assert [p.name for p in repo.iterdir() if p.name.startswith(".staging")] == []
-    # TensorRT is absent here: the flag fails clearly and writes nothing either.
     monkeypatch.undo()
-    if __import__("importlib").util.find_spec("tensorrt") is None:
-        with pytest.raises(ExportError, match="tensorrt"):
-            export_to_repository(from_checkpoint(checkpoint), repo, "trt", ExportOptions(trt_engine=True))
-        assert not (repo / "trt").exists()
     # Only a training checkpoint can be bundled (torchvision weights have none).
     no_checkpoint = dataclasses.replace(from_checkpoint(checkpoint), checkpoint=None)
     with pytest.raises(ExportError, match="--with-checkpoint needs"):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from export.errors import ExportError
 from export.evaluation_set import plan_evaluation_set, stratified_sample
-from export.sources import ExportError
 from model_repository import ManifestError, read_manifest
 from model_repository.evaluation import read_evaluation_set, write_evaluation_set
 from service.app import create_app

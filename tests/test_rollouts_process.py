@@ -67,7 +67,7 @@ def republish(repo: Path, name: str, version: int) -> int:
 
 
 def export_checkpoint(checkpoint: Path, repo: Path) -> None:
-    command = [sys.executable, str(ROOT / "export" / "export.py"), "--checkpoint", str(checkpoint), "--name", NAME]
+    command = [sys.executable, "-m", "export", "--checkpoint", str(checkpoint), "--name", NAME]
     subprocess.run([*command, "--repository", str(repo)], check=True, capture_output=True, timeout=300)
 
 

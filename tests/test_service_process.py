@@ -144,7 +144,8 @@ def test_refresh_flow_hot_reload_under_load(tmp_path, server_factory):
         subprocess.run(
             [
                 sys.executable,
-                str(ROOT / "export" / "export.py"),
+                "-m",
+                "export",
                 "--checkpoint",
                 str(run_dir / "last.pt"),
                 "--name",

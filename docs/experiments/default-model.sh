@@ -15,5 +15,5 @@ RUN=runs/default/resnet56-b512-cosine160-cutout16
   --epochs 160 --batch-size 512 --lr 0.4 --lr-schedule cosine --warmup-iters 490 --warmup-mode linear --warmup-lr 0.04 \
   --weight-decay 5e-4 --amp bf16 --channels-last --threads "$THREADS" --seed 0 --eval-every 4 --no-progress \
   --resume auto --output-dir "$RUN"
-.venv/bin/python export/export.py --checkpoint "$RUN/last.pt" --name cifar10-resnet56 --repository "$REPOSITORY" --with-checkpoint \
+.venv/bin/python -m export --checkpoint "$RUN/last.pt" --name cifar10-resnet56 --repository "$REPOSITORY" --with-checkpoint \
   --evaluation-images "$DATA"  # the 1,000-image evaluation set the service gates on (unchanged when already there)

@@ -1,9 +1,9 @@
 """Export a checkpoint or torchvision weights to a validated ONNX model in a model repository.
 
-    python export/export.py --checkpoint runs/x/best.pt --name cifar10-resnet56 --repository models
-    python export/export.py --torchvision resnet50 --weights IMAGENET1K_V2 --weights-file resnet50.pth \\
+    python -m export --checkpoint runs/x/best.pt --name cifar10-resnet56 --repository models
+    python -m export --torchvision resnet50 --weights IMAGENET1K_V2 --weights-file resnet50.pth \\
         --name resnet50 --repository models
-    python export/export.py --random resnet50 --name resnet50-load-test --parity-images photos/   # random weights
+    python -m export --random resnet50 --name resnet50-load-test --parity-images photos/   # random weights
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: the repository root, not export/, goes first on sys.path
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
+from export.errors import ExportError
 from export.pipeline import ExportOptions, export_to_repository, summary
-from export.sources import TORCHVISION_ARCHS, ExportError, from_checkpoint, from_random, from_torchvision
+from export.sources import TORCHVISION_ARCHS, from_checkpoint, from_random, from_torchvision
 from training.models import list_models
 
 
@@ -61,7 +59,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluation-count", type=int, default=1000, help="images in the evaluation set (class-stratified)")
     p.add_argument("--evaluation-seed", type=int, default=0, help="the seed of the evaluation set's sample")
     p.add_argument("--replace-evaluation", action="store_true", help="replace a different evaluation set the model has")
-    p.add_argument("--trt-engine", action="store_true", help="also build a TensorRT engine (needs the tensorrt package)")
     return p
 
 
@@ -76,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         simplify=args.simplify,
         parity=not args.no_parity,
         parity_images=args.parity_images,
-        trt_engine=args.trt_engine,
         with_checkpoint=args.with_checkpoint,
         evaluation_images=args.evaluation_images,
         evaluation_count=args.evaluation_count,
