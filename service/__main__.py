@@ -57,9 +57,8 @@ class DrainingServer(uvicorn.Server):
     async def _drain_then_exit(self) -> None:
         state = getattr(self.app.state, "service", None)
         if state is not None:
-            state.draining = True
-            log.info("draining: %d requests in flight", state.inflight)
-            finished = await state.wait_idle(state.settings.drain_timeout_s)
+            log.info("draining: %d requests in flight", state.admission.inflight)
+            finished = await state.admission.drain(state.settings.drain_timeout_s)
             log.info("drained" if finished else "drain timeout: exiting with requests in flight")
         self.should_exit = True
 

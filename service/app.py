@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = ServiceState(settings, metrics, ModelManager(settings, metrics), await decoding_pool(settings), large_decodes)
         app.state.service = state
         app.state.core = InferenceCore(state)
-        metrics.inflight.set_function(lambda: state.inflight)  # read at scrape time only
+        metrics.inflight.set_function(lambda: state.admission.inflight)  # read at scrape time only
         # Start-up serves each model's recorded (or newest) version; newer ones are gated by the poller's first
         # round, right after, so readiness does not wait for an evaluation.
         outcome = await state.rollouts.refresh(candidates=False)
@@ -69,8 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             poller.cancel()
-            state.draining = True
-            await state.wait_idle(settings.drain_timeout_s)
+            await state.admission.drain(settings.drain_timeout_s)
             await state.models.drain_all(settings.drain_timeout_s)
             state.preprocess_pool.shutdown(wait=False)
             state.large_decode_pool.shutdown(wait=False)

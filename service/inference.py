@@ -22,8 +22,9 @@ import numpy as np
 
 from model_repository.postprocess import to_probabilities
 
+from .admission import Admitted
 from .batcher import BatcherClosed
-from .errors import DeadlineExceeded, InvalidInput, InvalidParameter, NotReady, Overloaded, PayloadTooLarge, ServiceError
+from .errors import DeadlineExceeded, InvalidInput, InvalidParameter, ServiceError
 from .imaging import LargeDecode, image_to_input
 from .model_manager import LoadedModel
 from .state import ServiceState
@@ -107,7 +108,7 @@ class InferenceCore:
     # ------------------------------------------------------------------ admission
     def admit(self, weight: int = 1) -> Admitted:
         """Count ``weight`` units of work in flight; refused at once while draining or over the limit."""
-        return Admitted(self.state, weight)
+        return self.state.admission.admit(weight)
 
     # ------------------------------------------------------------------ operations
     async def classify(
@@ -137,16 +138,8 @@ class InferenceCore:
         return list(await asyncio.gather(*(self._one(item, target, deadline, prepare) for item in items), return_exceptions=True))
 
     async def _one(self, item, target: tuple, deadline: Deadline, prepare: Callable) -> Prediction:
-        slots = self.state.work_slots
-        try:
-            async with asyncio.timeout(deadline.remaining()):
-                await slots.acquire()
-        except TimeoutError:
-            raise deadline.exceeded("waiting for a work slot") from None
-        try:
+        async with self.state.admission.work_slot(deadline.remaining(), lambda: deadline.exceeded("waiting for a work slot")):
             return await self._run(item, target, deadline, prepare)
-        finally:
-            slots.release()
 
     async def _run(self, item, target: tuple, deadline: Deadline, prepare: Callable) -> Prediction:
         models = self.state.models
@@ -167,7 +160,7 @@ class InferenceCore:
                 row, timings = await model.batcher.submit(x, remaining)
                 break
             except BatcherClosed:  # the version was swapped out after we resolved it: resolve again
-                if attempt == RELOAD_ATTEMPTS - 1 or self.state.draining:
+                if attempt == RELOAD_ATTEMPTS - 1 or self.state.admission.draining:
                     raise
             except Exception:  # the version's own failure (deadline, inference): the canary counts it
                 models.observe(model, False, time.perf_counter() - deadline.started)
@@ -206,25 +199,3 @@ def every_prediction(results: list[Prediction | BaseException]) -> list[Predicti
         if isinstance(result, BaseException):
             raise result
     return results  # type: ignore[return-value]
-
-
-class Admitted:
-    """Counts units of work in flight (``with core.admit(n):``); refuses at once while draining or over the limit."""
-
-    def __init__(self, state: ServiceState, weight: int) -> None:
-        self.state, self.weight = state, weight
-
-    def __enter__(self) -> None:
-        s = self.state
-        if s.draining:
-            raise NotReady("the server is shutting down", retry_after_s=5)
-        if self.weight > s.max_inflight:  # would never fit: retrying cannot help, so not 503
-            raise PayloadTooLarge(f"{self.weight} images in one request; this server admits {s.max_inflight} at once")
-        if s.inflight + self.weight > s.max_inflight:
-            raise Overloaded(f"{s.inflight} requests in flight (limit {s.max_inflight}); retry later")
-        s.inflight += self.weight
-
-    def __exit__(self, *exc: object) -> None:
-        self.state.inflight -= self.weight
-        if self.state.inflight == 0:
-            self.state.idle.set()

@@ -47,7 +47,7 @@ async def stats(request: Request) -> dict:
     requests in flight now; classification requests answered since start. The web page's live panel reads it."""
     state = service(request)
     queued = sum(m.batcher.depth for m in state.models.live.values())
-    return {**state.metrics.recent.summary(), "queue_depth": queued, "inflight": state.inflight}
+    return {**state.metrics.recent.summary(), "queue_depth": queued, "inflight": state.admission.inflight}
 
 
 @router.get("/healthz", tags=["probes"], summary="Liveness: the process answers")
@@ -60,7 +60,7 @@ async def healthz() -> dict:
 @router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     state = service(request)
-    if state.draining:
+    if state.admission.draining:
         return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "5"})
     if not state.models.ready():
         missing = [n for n in state.models.expected_names() if n not in state.models.live]

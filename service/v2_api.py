@@ -46,8 +46,8 @@ async def ready(request: Request) -> Response:
     """200 when every configured model is loaded and the server is not draining (as /readyz); a probe's 503 is
     answered here rather than raised, so it is not counted as a refused request."""
     state = request.app.state.service
-    if state.draining or not state.models.ready():
-        why = "the server is shutting down" if state.draining else "not every configured model is loaded yet"
+    if state.admission.draining or not state.models.ready():
+        why = "the server is shutting down" if state.admission.draining else "not every configured model is loaded yet"
         return JSON({"error": why}, status_code=503, headers={"Retry-After": "5"})
     return JSON({"ready": True})
 

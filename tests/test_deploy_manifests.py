@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from types import SimpleNamespace
 
 import kubernetes_validate
 import pytest
@@ -70,8 +69,8 @@ def test_gpu_overlay():
 
 
 def test_inflight_autoscaling_overlay_reads_a_metric_the_service_exports():
+    from service.admission import work_capacity
     from service.metrics import Metrics
-    from service.state import ServiceState
 
     hpa = by_kind(render(K8S / "overlays" / "inflight-autoscaling"))["HorizontalPodAutoscaler"]
     (metric,) = hpa["spec"]["metrics"]
@@ -83,7 +82,7 @@ def test_inflight_autoscaling_overlay_reads_a_metric_the_service_exports():
     (rule,) = rules["rules"]
     assert rule["name"]["as"] == name and rule["seriesQuery"].startswith(name + "{")
     # The target is below one pod's work capacity with the default settings, so pods scale out before queueing.
-    capacity = ServiceState.work_capacity.fget(SimpleNamespace(settings=Settings()))  # the service's own rule
+    capacity = work_capacity(Settings())  # the service's own rule
     assert 0 < int(metric["pods"]["target"]["averageValue"]) < capacity
 
 

@@ -379,15 +379,15 @@ def test_admission_limit_is_work_capacity_plus_queue(repository):
 
     with client_for(repository, max_concurrent_work=3, queue_size=2, max_batch_size=4) as c:
         state, core = c.app.state.service, c.app.state.core
-        assert (state.work_capacity, state.max_inflight) == (3, 5)
+        assert (state.admission.work_capacity, state.admission.max_inflight) == (3, 5)
         with core.admit(4), core.admit(1):
             with pytest.raises(Overloaded):
                 core.admit(1).__enter__()
-            assert state.inflight == 5  # the refused request took nothing
+            assert state.admission.inflight == 5  # the refused request took nothing
             files = [("file", (f"{i}.jpg", jpeg_bytes(), "image/jpeg")) for i in range(2)]
             r = c.post("/classify/batch", files=files)
             assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded" and r.headers["Retry-After"]
-        assert state.inflight == 0
+        assert state.admission.inflight == 0
         files = [("file", (f"{i}.jpg", jpeg_bytes(), "image/jpeg")) for i in range(6)]
         r = c.post("/classify/batch", files=files)  # more than it ever admits: retrying cannot help
         assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
@@ -487,7 +487,7 @@ def test_a_request_whose_client_hangs_up_leaves_the_queue_unrun(repository, uplo
         after = c.post("/classify", content=body, headers={"Content-Type": "image/jpeg"})
         assert after.status_code == 200
         assert batches == [1, 1]  # the first request and the one after; the abandoned one never ran
-        assert state.inflight == 0 and model.batcher.pending == 0
+        assert state.admission.inflight == 0 and model.batcher.pending == 0
         assert "resnet_serve_inflight_requests 0.0" in c.get("/metrics").text
         assert 'resnet_serve_rejected_requests_total{reason="client_closed_request"} 1.0' in c.get("/metrics").text
 

@@ -108,14 +108,14 @@ def test_binary_output_and_nested_fp32_json(repository, client):
 def test_ready_is_503_while_draining_and_errors_carry_the_status_table(client):
     state = client.app.state.service
     assert client.get("/v2/health/ready").status_code == 200
-    state.draining = True
+    state.admission.draining = True
     try:
         ready = client.get("/v2/health/ready")
         assert ready.status_code == 503 and ready.headers["Retry-After"] == "5" and "shutting down" in ready.json()["error"]
         refused = client.post("/v2/models/toy/infer", content=IMAGE, headers={"Inference-Header-Content-Length": "0"})
         assert refused.status_code == 503 and refused.headers["Retry-After"] and set(refused.json()) == {"error"}
     finally:
-        state.draining = False
+        state.admission.draining = False
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/models/toy/infer").status_code == 405
     assert client.get("/v2/models/toy/versions/x").status_code == 404
