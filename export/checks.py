@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from model_repository import Preprocess
-from model_repository.postprocess import softmax
+from model_repository.agreement import compare
 from model_repository.preprocess import preprocess_image
 from training.data import IMAGE_SUFFIXES
 
@@ -108,20 +108,16 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray, pr
         for start in range(0, len(inputs) - batch + 1, batch):
             outs.append(session.run(None, {INPUT_NAME: inputs[start : start + batch]})[0])
             refs.append(reference[start : start + batch])
-    out, ref = np.concatenate(outs), np.concatenate(refs)
-    probs, ref_probs = softmax(out), softmax(ref)
-    agree = out.argmax(1) == ref.argmax(1)
-    top2 = np.sort(ref_probs, axis=1)[:, -2:]
-    decisive = (top2[:, 1] - top2[:, 0]) > INT8_DECISIVE_MARGIN
+    a = compare(np.concatenate(outs), np.concatenate(refs), "logits", INT8_DECISIVE_MARGIN)
     result = {
         "batch_sizes": batch_sizes,
-        "compared": len(out),
-        "max_abs_logit_diff": float(np.abs(out - ref).max()),
-        "max_abs_prob_diff": float(np.abs(probs - ref_probs).max()),
-        "top1_agreement_pct": float(100.0 * agree.mean()),
+        "compared": a.compared,
+        "max_abs_logit_diff": a.max_abs_logit_diff,
+        "max_abs_prob_diff": a.max_abs_prob_diff,
+        "top1_agreement_pct": a.top1_agreement_pct,
     }
     if precision == "int8":
-        result["decisive_top1_agreement_pct"] = float(100.0 * agree[decisive].mean()) if decisive.any() else 100.0
+        result["decisive_top1_agreement_pct"] = a.decisive_top1_agreement_pct
         ok = (
             result["max_abs_prob_diff"] <= INT8_MAX_PROB_DIFF
             and result["decisive_top1_agreement_pct"] >= INT8_MIN_DECISIVE_AGREEMENT
@@ -131,7 +127,7 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray, pr
         ok = result["max_abs_prob_diff"] <= FP16_MAX_PROB_DIFF and result["top1_agreement_pct"] >= FP16_MIN_TOP1_AGREEMENT
         bound = f"max |dprob| <= {FP16_MAX_PROB_DIFF} and >= {FP16_MIN_TOP1_AGREEMENT}% top-1 agreement"
     else:
-        ok = result["max_abs_logit_diff"] <= FP32_MAX_LOGIT_DIFF and bool(agree.all())
+        ok = result["max_abs_logit_diff"] <= FP32_MAX_LOGIT_DIFF and result["top1_agreement_pct"] == 100.0
         bound = f"max |dlogits| <= {FP32_MAX_LOGIT_DIFF} and 100% top-1 agreement"
     result["bound"] = bound
     if not ok:

@@ -2,17 +2,26 @@
 
 Out of the box the service tries, fastest first, TensorRT (fp16, then fp32) -> CUDA -> OpenVINO (bf16 where the
 CPU has AMX or AVX-512-BF16, then fp32) -> CPU, keeping the first whose session loads and passes the golden
-check (``service/runtime.py``). Reduced precision is only tried when the model carries golden data to check it.
+check (``select_backend``; the check itself: ``OrtRunner.check_golden``, ``model_repository.agreement``).
+Reduced precision is only tried when the model carries golden data to check it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import onnxruntime as ort
+
+from model_repository import Manifest
+
+from .runtime import ModelLoadError, OrtRunner, warmup_batch_sizes
+from .settings import Settings
+
+log = logging.getLogger("resnet_serve")
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider", "CPUExecutionProvider")
 PRECISIONS = ("fp16", "bf16", "fp32")  # what a provider may be asked for; int8 comes only from an int8 graph
@@ -111,3 +120,33 @@ def candidate_backends(
     if not out:
         raise ValueError(f"no available provider runs precision {precision!r} here (providers: {', '.join(order)})")
     return out
+
+
+def select_backend(path: Path, manifest: Manifest, settings: Settings) -> tuple[OrtRunner, dict]:
+    """The session of the first candidate backend that loads and passes the golden check, padded (GPU providers)
+    and warmed at the batch sizes dynamic batching makes; with {backend, golden check, rejected backends}."""
+    s = settings
+    try:
+        candidates = candidate_backends(
+            s.providers, s.precision, s.precision_fallback, manifest.golden is not None, manifest.precision
+        )
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    # The golden check tolerates the graph's own drift, measured at export (int8/fp16 graphs), plus the setting.
+    tolerance = s.golden_tolerance + float((manifest.parity or {}).get("max_abs_prob_diff", 0.0))
+    rejected: list[str] = []
+    for backend in candidates:
+        try:
+            runner = OrtRunner(path / manifest.file, manifest, backend, s.inference_threads, s.inter_op_threads, s.max_batch_size)
+            golden = runner.check_golden(path / manifest.golden.file, tolerance) if manifest.golden else None
+        except ModelLoadError as exc:
+            log.warning("%s version %d: %s", manifest.name, manifest.version, exc)
+            rejected.append(str(exc))
+            continue
+        sizes = warmup_batch_sizes(min(s.max_batch_size, manifest.static_batch or s.max_batch_size))
+        if s.batch_padding == "always" or (s.batch_padding == "auto" and backend.fixed_shapes):
+            runner.pad_batches_to(sizes)
+        if s.warmup:
+            runner.warmup(manifest.input_size, sizes)
+        return runner, {"backend": backend.label, "golden": golden, "rejected": rejected}
+    raise ModelLoadError(f"no backend passed for {manifest.name} version {manifest.version}: {'; '.join(rejected)}")

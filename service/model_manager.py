@@ -27,13 +27,13 @@ from model_repository import (
 )
 from model_repository.evaluation import EvaluationSet, read_evaluation_set
 
-from .backends import candidate_backends
+from .backends import select_backend
 from .batcher import BatchStats, DynamicBatcher
 from .errors import NotFound
 from .evaluation import Score, gate, score
 from .metrics import Metrics
 from .rollouts import Canary, RolloutStore
-from .runtime import ModelLoadError, OrtRunner, warmup_batch_sizes
+from .runtime import ModelLoadError, OrtRunner
 from .settings import Settings
 
 log = logging.getLogger("resnet_serve")
@@ -159,45 +159,19 @@ class ModelManager:
 
     # ------------------------------------------------------------------ loading
     def _load_blocking(self, name: str, version: int, evaluation: EvaluationSet | None) -> Prepared:
-        """Validate the files, try each backend (fastest first) until one loads and passes the golden check, warm
-        it, and score it on the evaluation set."""
+        """Validate the files, take the fastest backend that passes the golden check (``backends.select_backend``),
+        and score it on the evaluation set."""
         path = version_dir(self.repository, name, version)
         manifest = read_manifest(path)
         if manifest.name != name:
             raise ManifestError(f"{path}: manifest names {manifest.name!r}, directory {name!r}")
         verify_files(path, manifest)
-        s = self.settings
-        try:
-            candidates = candidate_backends(
-                s.providers, s.precision, s.precision_fallback, manifest.golden is not None, manifest.precision
-            )
-        except ValueError as exc:
-            raise ModelLoadError(str(exc)) from None
-        # The golden check tolerates the graph's own drift, measured at export (int8/fp16 graphs), plus the setting.
-        tolerance = s.golden_tolerance + float((manifest.parity or {}).get("max_abs_prob_diff", 0.0))
-        rejected: list[str] = []
-        for backend in candidates:
-            try:
-                runner = OrtRunner(
-                    path / manifest.file, manifest, backend, s.inference_threads, s.inter_op_threads, s.max_batch_size
-                )
-                golden = runner.check_golden(path / manifest.golden.file, tolerance) if manifest.golden else None
-            except ModelLoadError as exc:
-                log.warning("%s version %d: %s", name, version, exc)
-                rejected.append(str(exc))
-                continue
-            sizes = warmup_batch_sizes(min(s.max_batch_size, manifest.static_batch or s.max_batch_size))
-            if s.batch_padding == "always" or (s.batch_padding == "auto" and backend.fixed_shapes):
-                runner.pad_batches_to(sizes)
-            if s.warmup:
-                runner.warmup(manifest.input_size, sizes)
-            scored = None
-            if evaluation is not None:
-                scored = score(runner, manifest, evaluation, s.max_batch_size, s.max_pixels, s.evaluation_timeout_s)
-                log.info("%s version %d: %s", name, version, gate(scored, None, 0)[1])
-            selection = {"backend": backend.label, "golden": golden, "rejected": rejected}
-            return Prepared(name, version, path, manifest, runner, selection, scored)
-        raise ModelLoadError(f"no backend passed for {name} version {version}: {'; '.join(rejected)}")
+        runner, selection = select_backend(path, manifest, self.settings)
+        s, scored = self.settings, None
+        if evaluation is not None:
+            scored = score(runner, manifest, evaluation, s.max_batch_size, s.max_pixels, s.evaluation_timeout_s)
+            log.info("%s version %d: %s", name, version, gate(scored, None, 0)[1])
+        return Prepared(name, version, path, manifest, runner, selection, scored)
 
     async def prepare(self, name: str, version: int, evaluation: EvaluationSet | None) -> Prepared:
         """Load, check and score one version off the event loop; a failure is recorded (state ``failed``)."""

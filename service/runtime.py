@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 
 from model_repository import Manifest
-from model_repository.postprocess import softmax
+from model_repository.agreement import compare
 
-from .backends import Backend
+if TYPE_CHECKING:
+    from .backends import Backend
 
 log = logging.getLogger("resnet_serve")
 
@@ -62,6 +64,7 @@ class OrtRunner:
             raise ModelLoadError(f"{backend.provider} did not take {model_path} (the session runs on {self.providers[0]})")
         self.backend = backend
         self.input_name, self.output_name = manifest.input.name, manifest.output.name
+        self.output_kind = manifest.output.kind
         self.static_batch = manifest.static_batch
         self.num_classes = manifest.num_classes
         self.batch_sizes: tuple[int, ...] = ()  # set by pad_batches_to: the only batch sizes the session then sees
@@ -97,21 +100,17 @@ class OrtRunner:
         whose reference top-1 leads the runner-up by more than 2 x ``tolerance`` (a near-tie may flip legitimately).
         """
         with np.load(golden_path) as golden:
-            inputs, reference = golden["inputs"], golden["logits"]
-        out = self(inputs)
-        probs, ref_probs = softmax(out.astype(np.float64)), softmax(reference.astype(np.float64))
-        prob_diff = float(np.abs(probs - ref_probs).max())
-        top2 = np.sort(ref_probs, axis=1)[:, -2:]  # (N, 2): runner-up, top-1
-        decisive = (top2[:, 1] - top2[:, 0]) > 2 * tolerance
-        flipped = (out.argmax(1) != reference.argmax(1)) & decisive
+            inputs, reference = golden["inputs"], golden["logits"]  # (N, 3, H, W), (N, C) in the output's kind
+        agreement = compare(self(inputs), reference, self.output_kind, decisive_margin=2 * tolerance)
+        flipped = agreement.decisive_top1_agreement_pct < 100.0
         result = {
             "backend": self.backend.label,
-            "max_abs_prob_diff": prob_diff,
-            "top1_agree": not flipped.any(),
-            "inputs": len(inputs),
+            "max_abs_prob_diff": agreement.max_abs_prob_diff,
+            "top1_agree": not flipped,
+            "inputs": agreement.compared,
             "tolerance": tolerance,
         }
-        if flipped.any() or prob_diff > tolerance:
+        if flipped or agreement.max_abs_prob_diff > tolerance:
             raise ModelLoadError(f"golden check failed on {self.backend.label}: {result}")
         return result
 
