@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from model_repository import Preprocess, sha256_file
-from training.checkpoint import load_checkpoint, weights_only
+from training.checkpoint import Checkpoint, CheckpointError, eval_resize
 from training.config import command_line
 from training.data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from training.models import IMAGENET_DEPTHS, get_model, get_spec
@@ -39,42 +39,34 @@ class ModelSource:
 
 
 def eval_preprocess(input_size: int, mean, std) -> Preprocess:
-    """Resize 256 / crop 224 scaled to the input size; CIFAR-sized inputs (<= 64) are used as they are."""
-    resize = input_size if input_size <= 64 else round(input_size * 256 / 224)
-    return Preprocess(resize=resize, crop=input_size, interpolation="bilinear", mean=tuple(mean), std=tuple(std))
+    """The manifest's preprocessing for a network evaluated at ``input_size`` (training.checkpoint.eval_resize)."""
+    return Preprocess(resize=eval_resize(input_size), crop=input_size, interpolation="bilinear", mean=tuple(mean), std=tuple(std))
 
 
 def from_checkpoint(path: str | Path) -> ModelSource:
     path = Path(path)
     try:
-        ckpt = load_checkpoint(path)
-    except FileNotFoundError as exc:
+        ckpt = Checkpoint.load(path)
+    except (FileNotFoundError, CheckpointError) as exc:
         raise ExportError(str(exc)) from None
-    except Exception as exc:  # a corrupt or foreign file
-        raise ExportError(f"{path}: not a training checkpoint ({exc})") from None
-    missing = [k for k in ("arch", "model", "num_classes", "classes", "mean", "std", "input_size") if k not in ckpt]
-    if missing:
-        raise ExportError(f"{path}: not a training/train.py checkpoint (missing {', '.join(missing)})")
-    model = get_model(ckpt["arch"], num_classes=ckpt["num_classes"], **ckpt.get("model_opts", {}))
-    model.load_state_dict(ckpt["model"])
-    source = {"type": "checkpoint", **provenance(path, ckpt), "training_args": ckpt.get("args", {})}
-    initialised_from = starting_point(ckpt.get("args") or {})
+    source = {"type": "checkpoint", **provenance(path, ckpt), "training_args": ckpt.args}
+    initialised_from = starting_point(ckpt.args)
     if initialised_from:
         source["init_from"] = initialised_from
     return ModelSource(
-        model=model.eval(),
-        arch=ckpt["arch"],
-        labels=list(ckpt["classes"]),
-        preprocess=eval_preprocess(ckpt["input_size"], ckpt["mean"], ckpt["std"]),
+        model=ckpt.build_model(),
+        arch=ckpt.arch,
+        labels=ckpt.classes,
+        preprocess=eval_preprocess(ckpt.input_size, ckpt.mean, ckpt.std),
         metrics=final_metrics(ckpt),
         source=source,
-        checkpoint=weights_only(ckpt),
+        checkpoint=ckpt.release(),
     )
 
 
-def final_metrics(ckpt: dict[str, Any]) -> dict[str, Any]:
+def final_metrics(ckpt: Checkpoint) -> dict[str, Any]:
     """Top-1/top-5 accuracy on the evaluated splits, epoch and step after a checkpoint's last epoch."""
-    history = ckpt.get("metrics") or []
+    history = ckpt.metrics
     metrics: dict[str, Any] = {}
     if history:
         last = history[-1]
@@ -86,11 +78,11 @@ def final_metrics(ckpt: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def provenance(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+def provenance(path: Path, ckpt: Checkpoint) -> dict[str, Any]:
     """What identifies a training checkpoint and retrains it: path, sha256, git revision, train.py command."""
-    entry = {"checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "git_revision": ckpt.get("git_revision", "unknown")}
-    if ckpt.get("args"):  # the flags that retrain this checkpoint, resolved so later default changes don't matter
-        entry["training_command"] = "python training/train.py " + shlex.join(command_line(ckpt["args"]))
+    entry = {"checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "git_revision": ckpt.git_revision}
+    if ckpt.args:  # the flags that retrain this checkpoint, resolved so later default changes don't matter
+        entry["training_command"] = "python training/train.py " + shlex.join(command_line(ckpt.args))
     return entry
 
 
@@ -108,11 +100,15 @@ def starting_point(args: dict[str, Any], depth: int = 0) -> dict[str, Any] | Non
     if not path.is_file() or depth >= 8:  # depth: a guard against a chain that loops through overwritten files
         entry["found_at_export"] = False
         return entry
-    parent = load_checkpoint(path)
+    try:
+        parent = Checkpoint.load(path)
+    except CheckpointError:
+        entry["found_at_export"] = False  # replaced by something that is not a checkpoint
+        return entry
     entry.update(provenance(path, parent))
     if "test_top1_accuracy" in (metrics := final_metrics(parent)):
         entry["test_top1_accuracy"] = metrics["test_top1_accuracy"]
-    earlier = starting_point(parent.get("args") or {}, depth + 1)
+    earlier = starting_point(parent.args, depth + 1)
     if earlier:
         entry["init_from"] = earlier
     return entry

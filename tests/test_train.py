@@ -377,3 +377,25 @@ def test_torch_compile_trains_and_saves_plain_weights(toy_cifar, tmp_path):
     assert ckpt["args"]["compile"] and not any(k.startswith("_orig_mod") for k in ckpt["model"])
     get_model = __import__("training.models", fromlist=["get_model"]).get_model
     get_model("resnet20", num_classes=3).load_state_dict(ckpt["model"])  # loads into an uncompiled net
+
+
+def test_a_typed_checkpoint_rebuilds_its_network_and_refuses_what_is_not_one(one_epoch_run, tmp_path):
+    from training.checkpoint import Checkpoint, CheckpointError, eval_resize
+
+    ckpt = Checkpoint.load(one_epoch_run / "last.pt")
+    model = ckpt.build_model()
+    assert not model.training and ckpt.classes == ckpt.raw["classes"] and ckpt.input_size == 32
+    x = torch.zeros(2, 3, 32, 32)
+    reference = ckpt.raw["model"]
+    assert all(torch.equal(model.state_dict()[k], reference[k]) for k in reference)
+    assert model(x).shape == (2, ckpt.num_classes)
+    assert set(ckpt.release()) <= set(RELEASE_KEYS) and "optimizer" not in ckpt.release()
+    assert (ckpt.eval_resize, eval_resize(224), eval_resize(160)) == (32, 256, 183)  # 256/224 of the crop; CIFAR as is
+    partial = {k: v for k, v in ckpt.raw.items() if k != "classes"}
+    with pytest.raises(CheckpointError, match="missing classes"):
+        Checkpoint.from_dict(partial)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a training checkpoint"):
+        Checkpoint.load(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError):
+        Checkpoint.load(tmp_path / "absent.pt")

@@ -1,4 +1,6 @@
-"""Checkpoints: written atomically, loadable with ``torch.load(..., weights_only=True)``."""
+"""Checkpoints, the contract between training and export: written atomically by train.py, loadable with
+``torch.load(..., weights_only=True)``, read back as a typed :class:`Checkpoint` that rebuilds its network and
+says how its inputs are evaluated (as torchvision's weight enums carry their transforms, labels and metrics)."""
 
 from __future__ import annotations
 
@@ -6,10 +8,14 @@ import os
 import random
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from .models import get_model
 
 
 def git_revision() -> str:
@@ -81,7 +87,84 @@ def weights_only(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw dictionary (resuming needs its optimizer and RNG state); :meth:`Checkpoint.load` reads it typed."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+class CheckpointError(ValueError):
+    """A file that is not a train.py checkpoint (corrupt, foreign, or missing what rebuilds the network)."""
+
+
+REQUIRED_KEYS = ("arch", "model", "num_classes", "classes", "mean", "std", "input_size")
+
+
+def eval_resize(input_size: int) -> int:
+    """The shorter side an evaluation image is resized to before the center crop of ``input_size``: 256 -> 224
+    scaled to the crop (torchvision's ImageNet reference); CIFAR-sized inputs (<= 64) are used as they are."""
+    return input_size if input_size <= 64 else round(input_size * 256 / 224)
+
+
+@dataclass
+class Checkpoint:
+    """What train.py wrote (``raw``), typed: enough to rebuild the network and preprocess its inputs."""
+
+    arch: str
+    state_dict: dict[str, torch.Tensor]
+    num_classes: int
+    classes: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int  # the evaluation crop
+    model_opts: dict[str, Any] = field(default_factory=dict)  # constructor options besides depth and classes
+    args: dict[str, Any] = field(default_factory=dict)  # the resolved train.py arguments
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluated epoch
+    git_revision: str = "unknown"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+        """FileNotFoundError when absent; CheckpointError when not a train.py checkpoint."""
+        try:
+            raw = load_checkpoint(path, map_location)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # a corrupt or foreign file
+            raise CheckpointError(f"{path}: not a training checkpoint ({exc})") from None
+        return cls.from_dict(raw, str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "checkpoint") -> Checkpoint:
+        missing = [k for k in REQUIRED_KEYS if k not in raw] if isinstance(raw, dict) else list(REQUIRED_KEYS)
+        if missing:
+            raise CheckpointError(f"{where}: not a training/train.py checkpoint (missing {', '.join(missing)})")
+        return cls(
+            arch=raw["arch"],
+            state_dict=raw["model"],
+            num_classes=raw["num_classes"],
+            classes=list(raw["classes"]),
+            mean=tuple(raw["mean"]),
+            std=tuple(raw["std"]),
+            input_size=raw["input_size"],
+            model_opts=dict(raw.get("model_opts") or {}),
+            args=dict(raw.get("args") or {}),
+            metrics=list(raw.get("metrics") or []),
+            git_revision=raw.get("git_revision", "unknown"),
+            raw=raw,
+        )
+
+    def build_model(self) -> nn.Module:
+        """The network with these weights, in eval mode: the one place a checkpoint becomes a model."""
+        model = get_model(self.arch, num_classes=self.num_classes, **self.model_opts)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+    @property
+    def eval_resize(self) -> int:
+        return eval_resize(self.input_size)
+
+    def release(self) -> dict[str, Any]:
+        """The weights-only dictionary a model version bundles (``weights_only``)."""
+        return weights_only(self.raw)

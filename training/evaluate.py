@@ -9,19 +9,16 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint, CheckpointError
 from training.data import DataError, TensorSplit, load_cifar10
 from training.imagefolder import LoaderSplit, imagefolder_datasets
-from training.models import get_model
 from training.train import evaluate, resolve_amp
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Checkpoint]:
     """The network a training checkpoint holds (eval mode) and the checkpoint itself."""
-    ckpt = load_checkpoint(path, device)
-    model = get_model(ckpt["arch"], num_classes=ckpt["num_classes"], **ckpt.get("model_opts", {}))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
+    ckpt = Checkpoint.load(path, device)
+    return ckpt.build_model().to(device), ckpt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
             splits = load_cifar10(args.data_dir, args.cache_dir)
             if args.split not in splits:
                 raise DataError(f"{args.data_dir} has no {args.split} split (has: {', '.join(splits)})")
-            split = TensorSplit(splits[args.split], args.batch_size, device, train=False, mean=ckpt["mean"], std=ckpt["std"])
+            split = TensorSplit(splits[args.split], args.batch_size, device, train=False, mean=ckpt.mean, std=ckpt.std)
         else:
-            _, evals, _ = imagefolder_datasets(Path(args.data_dir), ckpt["input_size"], 0, 0)
+            _, evals, _ = imagefolder_datasets(Path(args.data_dir), ckpt.input_size, 0, 0)
             if "test" not in evals:
                 raise DataError(f"{args.data_dir} has no val/ or test/ directory")
-            split = LoaderSplit(evals["test"], ckpt["classes"], args.batch_size, device, train=False, workers=args.workers)
-    except (DataError, FileNotFoundError) as exc:
+            split = LoaderSplit(evals["test"], ckpt.classes, args.batch_size, device, train=False, workers=args.workers)
+    except (DataError, FileNotFoundError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     result = evaluate(model, split, resolve_amp(args.amp, device), channels_last=False)
@@ -64,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
     else:
         print(
-            f"{ckpt['arch']} on {result['images']} {args.split} images: top-1 error {result['top1_error']:.2f}%, "
+            f"{ckpt.arch} on {result['images']} {args.split} images: top-1 error {result['top1_error']:.2f}%, "
             f"top-5 error {result['top5_error']:.2f}% (top-1 accuracy {100 - result['top1_error']:.2f}%)"
         )
     return 0

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from .checkpoint import eval_resize
 from .data import EVAL_SPLIT_NAMES, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, DataError, Split, epoch_generator
 
 
@@ -79,8 +80,9 @@ def imagefolder_datasets(root: Path, input_size: int, val_split: int, seed: int)
     train_tf = transforms.Compose(
         [transforms.RandomResizedCrop(input_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]
     )
-    resize = round(input_size * 256 / 224)  # 256 -> 224 for ImageNet
-    eval_tf = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(input_size), transforms.ToTensor(), normalize])
+    eval_tf = transforms.Compose(
+        [transforms.Resize(eval_resize(input_size)), transforms.CenterCrop(input_size), transforms.ToTensor(), normalize]
+    )
     train = datasets.ImageFolder(str(train_dir), train_tf)
     evals: dict[str, torch.utils.data.Dataset] = {}
     if val_split:

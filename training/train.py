@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.checkpoint import git_revision, load_checkpoint, restore_rng_states, rng_states, save_atomic
+from training.checkpoint import Checkpoint, git_revision, load_checkpoint, restore_rng_states, rng_states, save_atomic
 from training.config import get_args_parser, resolve_args
 from training.data import (
     CIFAR10_MEAN,
@@ -75,13 +75,12 @@ def build_model(args, num_classes: int) -> nn.Module:
 
 def initial_weights(model: nn.Module, args) -> nn.Module:
     """``--init-from`` (and ``--deepen``): start from a checkpoint's weights, or from its deepened copy."""
-    ckpt = load_checkpoint(args.init_from)
-    source = get_model(ckpt["arch"], num_classes=ckpt["num_classes"], **ckpt.get("model_opts", {}))
-    source.load_state_dict(ckpt["model"])
+    ckpt = Checkpoint.load(args.init_from)
+    source = ckpt.build_model()
     if args.deepen:
         deeper = deepen(source, args.deepen)
         if sum(p.numel() for p in deeper.parameters()) != sum(p.numel() for p in model.parameters()):
-            raise SystemExit(f"error: deepening {ckpt['arch']} to {args.deepen} layers does not give a {args.model}")
+            raise SystemExit(f"error: deepening {ckpt.arch} to {args.deepen} layers does not give a {args.model}")
         return deeper
     model.load_state_dict(source.state_dict())
     return model
