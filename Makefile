@@ -8,7 +8,7 @@ PORT   ?= 8000
 MODELS ?= models
 
 # bench: the benchmark suite (minutes; results into bench/results/, summarised in docs/benchmarks.md).
-.PHONY: setup setup-serve test lint tools bench soak serve models-table default-model imagenet-model docker-build docker-build-gpu docker-test clean
+.PHONY: setup setup-serve test test-serve test-fast lint tools bench soak serve models-table default-model imagenet-model docker-build docker-build-gpu docker-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,10 @@ setup: $(VENV)/.installed-all
 
 setup-serve: $(VENV)/.installed-serve
 
+# ruff, and the layering as import-linter contracts (pyproject.toml [tool.importlinter]).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Command-line tools the suite drives, from Debian's packages when missing: wrk (HTTP benchmark), and Chromium with
 # its driver for the web page's browser tests (never a browser download).
@@ -61,8 +63,27 @@ $(KSERVE_VENV)/.installed:
 	$(KSERVE_VENV)/bin/pip install --quiet kserve==0.21.0 pyyaml
 	touch $@
 
+# The whole suite: the tests marked `full` (torch, the exporter, locust) here, the rest (the service's tests) in
+# an environment with only the serve and dev extras (test-serve), which proves they need no torch.
 test: setup lint tools $(OIP_SPEC) $(KSERVE_VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -m full
+	$(MAKE) test-serve
+
+# The service's tests without torch: .venv-serve holds the serve and dev extras only.
+SERVE_VENV := .venv-serve
+$(SERVE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/pip install --quiet -e '.[serve,dev]'
+	touch $@
+
+test-serve: $(SERVE_VENV)/.installed tools $(OIP_SPEC) $(KSERVE_VENV)/.installed
+	@! $(SERVE_VENV)/bin/python -c 'import torch' 2>/dev/null || (echo "torch is installed in $(SERVE_VENV)"; exit 1)
+	$(SERVE_VENV)/bin/python -m pytest -m "not full"
+
+# Everything but the end-to-end tests (processes, training, browsers): a minute or two.
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 serve: setup-serve
 	@if [ ! -f service/__main__.py ]; then \

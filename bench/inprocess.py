@@ -44,7 +44,7 @@ def measure(
     # The plain loop: decode+preprocess a batch in a thread pool (2 threads: the development machine's cores) while
     # the previous batch runs, as a well-written single-process script would, with no HTTP. The batch is assembled
     # by its own thread: assembled from a decoding thread, it would hold that thread while it waits for the others,
-    # leaving one decoding thread of two (what this loop did until 2026-11-28).
+    # leaving one decoding thread of two.
     pool, assembler = ThreadPoolExecutor(loop_threads), ThreadPoolExecutor(1)
 
     def prepare():  # on the assembler thread only, so one rotation serves every batch

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,6 +22,15 @@ sys.path.insert(0, str(ROOT))
 from bench.procs import free_port, wait_for_http  # noqa: E402
 
 TOY_CLASSES = ["red", "green", "blue"]
+TORCH = importlib.util.find_spec("torch") is not None
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """Without torch (make test-serve), modules marked ``full`` as a whole are not even imported: they import
+    torch or the exporter at the top. The full environment runs them (make test)."""
+    if TORCH or collection_path.suffix != ".py":
+        return None
+    return True if re.search(r"^pytestmark = .*pytest\.mark\.full", collection_path.read_text(), re.M) else None
 
 
 def toy_image(class_index: int, rng: np.random.Generator, size: int = 32) -> Image.Image:
@@ -53,12 +66,39 @@ def toy_cifar(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("toy_cifar"), {"train": 48, "test": 16})
 
 
+# A committed model repository (tests/tools/make_fixture_repository.py rebuilds it): the service's tests need no
+# torch to get a model. "toy": a random-weight resnet20, 3 classes (TOY_CLASSES), 32x32 inputs.
+FIXTURE_REPOSITORY = ROOT / "tests" / "fixtures" / "repository"
+
+
+def copy_toy(repository: Path, name: str = "toy", version: int = 1) -> Path:
+    """The fixture's toy model as ``repository/name/version`` (its manifest renamed and renumbered to match)."""
+    target = Path(repository) / name / str(version)
+    shutil.copytree(FIXTURE_REPOSITORY / "toy" / "1", target)
+    manifest = json.loads((target / "model.json").read_text())
+    (target / "model.json").write_text(json.dumps({**manifest, "name": name, "version": version}))
+    return target
+
+
+def republish(repository: Path, name: str, version: int) -> int:
+    """Publish a copy of ``version`` as the next version, the way the exporter does (a complete directory renamed
+    into place): the same weights exported again. Returns the new version."""
+    model_dir = Path(repository) / name
+    new = max(int(d.name) for d in model_dir.iterdir() if d.name.isdigit()) + 1
+    staging = Path(repository) / f".staging-{name}-{new}"
+    shutil.copytree(model_dir / str(version), staging)
+    manifest = json.loads((staging / "model.json").read_text())
+    (staging / "model.json").write_text(json.dumps({**manifest, "version": new}))
+    staging.rename(model_dir / str(new))
+    return new
+
+
 @pytest.fixture(scope="session")
 def toy_repository(tmp_path_factory):
-    """A model repository holding one random-weight resnet20 named "toy" (3 classes, 32x32 inputs), exported once
-    per run: tests read it and never write to it (they copy it, or export their own, to change one)."""
-    repo = tmp_path_factory.mktemp("toy-repository")
-    export_random_model(repo, "toy", "resnet20")
+    """A copy of the fixture repository, once per run: tests read it and never write to it (they copy it, or
+    build their own, to change one)."""
+    repo = tmp_path_factory.mktemp("toy-repository") / "repo"
+    shutil.copytree(FIXTURE_REPOSITORY, repo)
     yield repo
     assert not (repo / "rollouts.json").exists(), "a test changed the shared toy repository's rollout state"
 
@@ -81,7 +121,8 @@ def export_random_model(
     **options,
 ) -> Path:
     """Export a randomly initialised network of ours into ``repository`` (no training, no downloads), with
-    ``labels`` and ImageNet-normalised ``resize``/``crop`` preprocessing."""
+    ``labels`` and ImageNet-normalised ``resize``/``crop`` preprocessing. Needs torch: tests that call it are
+    marked ``full``; the service's own tests copy the fixture repository instead (``copy_toy``)."""
     from export.pipeline import ExportOptions, export_to_repository
     from export.sources import from_random
     from model_repository import Preprocess
@@ -91,6 +132,18 @@ def export_random_model(
     source.labels = list(labels)
     source.preprocess = Preprocess(resize=resize, crop=crop, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     return export_to_repository(source, repository, name, ExportOptions(**options))
+
+
+def client_for(repository: Path, **settings):
+    """The app over an in-process ASGI client (``with client_for(repo) as c:``): no polling, a 1 ms batch delay
+    unless ``settings`` say otherwise."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    defaults = dict(model_repository=repository, poll_interval_s=0, max_delay_ms=1)
+    return TestClient(create_app(Settings(**{**defaults, **settings})))
 
 
 def jpeg_bytes(size=(64, 48), seed: int = 0, **save_args) -> bytes:

@@ -12,7 +12,7 @@ from service.app import create_app
 from service.backends import Backend, candidate_backends, cpu_supports_bf16
 from service.runtime import OrtRunner
 from service.settings import Settings
-from tests.conftest import export_random_model
+from tests.conftest import copy_toy, export_random_model, jpeg_bytes
 
 OPENVINO = "OpenVINOExecutionProvider" in ort.get_available_providers()
 
@@ -20,7 +20,7 @@ OPENVINO = "OpenVINOExecutionProvider" in ort.get_available_providers()
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
-    export_random_model(repo, "toy", "resnet20")
+    copy_toy(repo)
     return repo
 
 
@@ -82,12 +82,11 @@ def test_failed_golden_check_falls_back_to_fp32_or_refuses(repository):
     assert refused["ready"] == 503 and refused["model"]["versions"][0]["state"] == "failed"
 
 
+@pytest.mark.full  # exports an int8 graph (torch)
 def test_int8_graph_runs_as_int8(tmp_path):
     repo = tmp_path / "repo"
     calibration = tmp_path / "calib"
     calibration.mkdir()
-    from tests.conftest import jpeg_bytes
-
     for i in range(32):  # enough calibration images that a random net's int8 graph stays within the parity bound
         (calibration / f"{i}.jpg").write_bytes(jpeg_bytes((48, 40), seed=i))
     export_random_model(repo, "q", "resnet20", int8=True, calibration_images=calibration)

@@ -15,6 +15,8 @@ from service.settings import Settings
 from tests.conftest import ROOT
 from training.config import get_args_parser, resolve_args
 
+pytestmark = pytest.mark.full  # torch, or the export extra
+
 MODELS = ROOT / "models"
 FIXTURES = Path(__file__).parent / "fixtures" / "cifar10"
 

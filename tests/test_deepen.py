@@ -12,6 +12,8 @@ from PIL import Image
 from training.data import CIFAR10_MEAN, CIFAR10_STD
 from training.models import deepen, get_model
 
+pytestmark = pytest.mark.full  # torch, or the export extra
+
 FIXTURES = Path(__file__).parent / "fixtures" / "cifar10"
 
 

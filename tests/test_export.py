@@ -38,6 +38,8 @@ from tests.conftest import train_argv
 from training.config import get_args_parser
 from training.train import main as train_main
 
+pytestmark = pytest.mark.full  # torch, or the export extra
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):

@@ -19,18 +19,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import Server, jpeg_bytes
+from tests.conftest import client_for as shared_client_for
 
 pytestmark = pytest.mark.slow
 
 
-def client_for(repository, **settings) -> TestClient:
-    return TestClient(create_app(Settings(model_repository=repository, poll_interval_s=0, max_delay_ms=0, **settings)))
+def client_for(repository, **settings):
+    return shared_client_for(repository, **{"max_delay_ms": 0, **settings})  # batches go at once here
 
 
 def png(img: Image.Image) -> bytes:

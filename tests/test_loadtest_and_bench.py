@@ -10,17 +10,16 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, export_random_model
-from tests.test_service_process import Server
+from tests.conftest import ROOT, Server, copy_toy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]  # locust and the bench scripts: the load and export extras
 LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless", "--only-summary"]
 
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory):
     repo = tmp_path_factory.mktemp("bench") / "repo"
-    export_random_model(repo, "toy", "resnet20")
+    copy_toy(repo)
     return repo
 
 

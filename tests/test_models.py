@@ -8,6 +8,8 @@ import torchvision
 
 from training.models import CIFAR_DEPTHS, IMAGENET_DEPTHS, PadShortcut, get_model, get_spec, list_models
 
+pytestmark = pytest.mark.full  # torch, or the export extra
+
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

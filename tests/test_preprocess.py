@@ -11,6 +11,8 @@ from torchvision import transforms
 from model_repository import Preprocess
 from model_repository.preprocess import normalize, preprocess_image, resized_size
 
+pytestmark = pytest.mark.full  # torch, or the export extra
+
 
 @pytest.mark.parametrize(
     ("size", "resize", "crop"),

@@ -9,22 +9,15 @@ import shutil
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from export.errors import ExportError
 from export.evaluation_set import plan_evaluation_set, stratified_sample
 from model_repository import ManifestError, read_manifest
 from model_repository.evaluation import read_evaluation_set, write_evaluation_set
-from service.app import create_app
 from service.errors import StateNotSaved
 from service.evaluation import Score, gate
 from service.rollouts import Arm, Canary, ModelRollout, RolloutStore, canary_bucket
-from service.settings import Settings
-from tests.conftest import TOY_CLASSES, export_random_model, jpeg_bytes, make_image_folder
-
-
-def client_for(repository, **settings) -> TestClient:
-    return TestClient(create_app(Settings(model_repository=repository, poll_interval_s=0, max_delay_ms=1, **settings)))
+from tests.conftest import TOY_CLASSES, client_for, export_random_model, jpeg_bytes, make_image_folder
 
 
 # ---------------------------------------------------------------------- evaluation sets
@@ -76,6 +69,7 @@ def test_the_exporter_keeps_a_stored_set_unless_told_to_replace_it(tmp_path):
     assert read_evaluation_set(repo, "toy").manifest.count == 9
 
 
+@pytest.mark.full  # exports a version (torch)
 def test_export_writes_the_set_before_the_version_it_scores(tmp_path):
     folder = make_image_folder(tmp_path / "data", {"test": 4})
     version = export_random_model(tmp_path / "repo", "toy", evaluation_images=folder, evaluation_count=6)

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Server, export_random_model
+from tests.conftest import ROOT, Server, export_random_model, republish
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]  # exports checkpoints (torch)
 
 MODELS = ROOT / "models"
 NAME = "cifar10-resnet56"
@@ -51,19 +51,6 @@ def bundled_copy(root: Path, version: int = 3) -> Path:
     (repo / NAME / "3" / "model.json").write_text(json.dumps({**manifest, "version": 3}))
     shutil.copytree(MODELS / NAME / "evaluation", repo / NAME / "evaluation")
     return repo
-
-
-def republish(repo: Path, name: str, version: int) -> int:
-    """Publish a copy of ``version`` as the next version, the way the exporter does (a complete directory renamed
-    into place): the same weights exported again."""
-    model_dir = repo / name
-    new = max(int(d.name) for d in model_dir.iterdir() if d.name.isdigit()) + 1
-    staging = repo / f".staging-{new}"
-    shutil.copytree(model_dir / str(version), staging)
-    manifest = json.loads((staging / "model.json").read_text())
-    (staging / "model.json").write_text(json.dumps({**manifest, "version": new}))
-    staging.rename(model_dir / str(new))
-    return new
 
 
 def export_checkpoint(checkpoint: Path, repo: Path) -> None:

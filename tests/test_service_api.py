@@ -1,4 +1,4 @@
-"""The service through its ASGI app, with real ONNX Runtime models exported in fixtures."""
+"""The service through its ASGI app, with a real ONNX Runtime model from the fixture repository (no torch)."""
 
 from __future__ import annotations
 
@@ -8,28 +8,17 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
-from fastapi.testclient import TestClient
 from PIL import Image
-from torchvision import transforms
 
-from model_repository import read_manifest
-from service.app import create_app
 from service.settings import Settings
-from tests.conftest import TOY_CLASSES, export_random_model, jpeg_bytes
-from training.models import get_model
+from tests.conftest import TOY_CLASSES, client_for, copy_toy, jpeg_bytes, republish
 
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
-    export_random_model(repo, "toy", "resnet20")
+    copy_toy(repo)
     return repo
-
-
-def client_for(repository, **settings) -> TestClient:
-    defaults = dict(model_repository=repository, poll_interval_s=0, max_delay_ms=1)
-    return TestClient(create_app(Settings(**{**defaults, **settings})))
 
 
 @pytest.fixture(scope="module")
@@ -106,39 +95,6 @@ def test_one_parameter_parser_for_raw_and_multipart_bodies_counted_under_their_r
         metrics = c.get("/metrics").text
     assert 'resnet_serve_requests_total{route="/classify",status="200"} 3.0' in metrics
     assert 'resnet_serve_requests_total{route="/classify",status="422"} 6.0' in metrics
-
-
-def test_probabilities_match_pytorch_on_a_photo_sized_image(tmp_path):
-    """ImageNet-style preprocessing (resize 256, crop 224) on a 500x375 image: service vs PyTorch within 1e-3."""
-    repo = tmp_path / "repo"
-    labels = [f"class{i}" for i in range(10)]
-    version = export_random_model(repo, "r18", "resnet18", labels=labels, resize=256, crop=224, seed=3)
-    manifest = read_manifest(version)
-    torch.manual_seed(3)
-    model = get_model("resnet18", num_classes=10).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.uniform_(0.5, 2.0)
-                m.running_mean.uniform_(-0.2, 0.2)
-    data = jpeg_bytes((500, 375), seed=7)
-    pil = Image.open(io.BytesIO(data)).convert("RGB")
-    tf = transforms.Compose(
-        [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize(manifest.preprocess.mean, manifest.preprocess.std),
-        ]
-    )
-    with torch.no_grad():
-        expected = torch.softmax(model(tf(pil)[None]), 1)[0].numpy()
-    with client_for(repo, precision="fp32") as c:
-        body = c.post("/classify?top_k=10", content=data, headers={"Content-Type": "image/jpeg"}).json()
-    got = np.zeros(10)
-    for p in body["predictions"]:
-        got[p["index"]] = p["score"]
-    np.testing.assert_allclose(got, expected, atol=1e-3)
 
 
 def _png_with_size(width: int, height: int) -> bytes:
@@ -400,7 +356,7 @@ def test_requests_never_scan_the_repository_and_a_refresh_does(repository, tmp_p
     import service.model_manager as manager
 
     repo = tmp_path / "repo"
-    export_random_model(repo, "toy", "resnet20")
+    copy_toy(repo)
     scans = []
     real = manager.list_model_names
     monkeypatch.setattr(manager, "list_model_names", lambda root: scans.append(root) or real(root))
@@ -411,7 +367,7 @@ def test_requests_never_scan_the_repository_and_a_refresh_does(repository, tmp_p
             assert c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}).status_code == 200
         assert c.get("/readyz").status_code == 200
         assert len(scans) == after_start
-        export_random_model(repo, "another", "resnet20")
+        copy_toy(repo, "another")
         assert c.post("/classify?model=another", content=jpeg_bytes()).status_code == 404
         assert c.post("/admin/reload").json()["results"]["another"] == "loaded version 1"
         assert len(scans) == after_start + 1
@@ -557,14 +513,14 @@ def test_a_replaced_version_is_freed_even_in_a_reference_cycle(tmp_path):
     import weakref
 
     repo = tmp_path / "repo"
-    export_random_model(repo, "toy", "resnet20")
+    copy_toy(repo)
     with client_for(repo) as c:
         assert gc.get_freeze_count() > 0
         old = c.app.state.service.models.get("toy")
         old.runner.cycle = old.runner  # freed only by the collector, never by reference counts alone
         gone = weakref.ref(old.runner)
         del old
-        export_random_model(repo, "toy", "resnet20", seed=1)
+        republish(repo, "toy", 1)
         assert c.post("/admin/reload").json()["results"]["toy"] == "loaded version 2"
 
         async def retired() -> None:

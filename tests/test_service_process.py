@@ -14,9 +14,9 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Server, export_random_model, jpeg_bytes, make_image_folder, train_argv
+from tests.conftest import ROOT, Server, copy_toy, export_random_model, jpeg_bytes, make_image_folder, train_argv
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]  # trains and exports (torch)
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def classify(client: httpx.Client, url: str, data: bytes) -> httpx.Response:
 
 def test_concurrent_clients_are_batched(tmp_path, server_factory):
     repo = tmp_path / "repo"
-    export_random_model(repo, "toy", "resnet20")
+    copy_toy(repo)
     server = server_factory(repo, "--max-delay-ms", "20", "--max-batch-size", "16", "--poll-interval-s", "0")
     images = [jpeg_bytes(seed=i) for i in range(8)]
     results = []

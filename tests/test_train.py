@@ -20,6 +20,8 @@ from training.distributed import weights_fingerprint
 from training.schedule import LRSchedule
 from training.train import cli, main
 
+pytestmark = pytest.mark.full  # torch
+
 TRAIN_PY = str(ROOT / "training" / "train.py")
 
 

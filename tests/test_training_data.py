@@ -13,6 +13,8 @@ from tests.conftest import TOY_CLASSES, make_image_folder
 from training.data import DataError, TensorSplit, augment_cifar, cutout_, epoch_generator, load_cifar10, split_holdout
 from training.imagefolder import check_image_folder
 
+pytestmark = pytest.mark.full  # torch, or the export extra
+
 
 def test_image_folder_and_tarball_give_the_same_tensors(toy_cifar, tmp_path):
     folder = load_cifar10(toy_cifar, tmp_path / "c1")

@@ -2,7 +2,7 @@
 # The service on a lent GPU machine: ONNX Runtime's CUDA provider (and TensorRT, where its libraries exist) for
 # ResNet-50/18 with random weights, in process and over HTTP. Run on the device machine, in the repository root,
 # as the last of several calls (docs/benchmarks.md, "Serving on a GPU", says why and how):
-#   here, once:     bench/gpu_bundle.sh    -> .gpu/p01, p02, ... (onnxruntime-gpu in parts, listed in .gpu/kit/parts;
+#   here, once:     docs/experiments/gpu_bundle.sh    -> .gpu/p01, p02, ... (onnxruntime-gpu in parts, listed in .gpu/kit/parts;
 #                   seven at the default 36 MB) and .gpu/kit
 #   one call per part but the last: run, carry [".gpu/p01"], command "ls -la .gpu" (then p02, ...; the machine keeps
 #                   them while it stays warm, 30 s between calls)
@@ -24,7 +24,7 @@ stamp() { echo "[$(($(date +%s) - start)) s] $*"; }
 
 # 1. onnxruntime-gpu, joined from the carried parts, and the serving packages the image lacks.
 wheel=/tmp/$(cat $KIT/wheel-name)
-mapfile -t parts < $KIT/parts  # as bench/gpu_bundle.sh cut the wheel
+mapfile -t parts < $KIT/parts  # as docs/experiments/gpu_bundle.sh cut the wheel
 missing=$(for p in "${parts[@]}"; do [ -f ".gpu/$p" ] || echo "$p"; done)
 [ -z "$missing" ] || { echo "parts missing: $missing (the machine went back between calls?)"; exit 2; }
 (cd .gpu && cat "${parts[@]}") >"$wheel"

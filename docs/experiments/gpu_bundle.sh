@@ -6,9 +6,9 @@
 #                          beside the working tree, carried one per call while the machine stays warm;
 #   .gpu/kit               its file name (wheel-name) and parts (parts), the service's missing wheels, wrk with its LuaJIT library, 24 of the shared photos;
 #                          carried with the last call.
-# Usage (repository root, needs PyPI): bench/gpu_bundle.sh [PART_MB]   (default 36)
+# Usage (repository root, needs PyPI): docs/experiments/gpu_bundle.sh [PART_MB]   (default 36)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PART_MB=${1:-36}
 PYVER=${PYVER:-3.12}  # the device image's python3 (3.11 here: a local dry run of gpu-serve.sh)
 PHOTOS=${PHOTOS:-../shared/data/photos}

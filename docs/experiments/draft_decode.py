@@ -1,6 +1,6 @@
 """JPEG draft mode (DCT-domain downscaling) against full decoding, on real photos scaled up to ~12 megapixels.
 
-    python bench/draft_decode.py --photos ../shared/data/photos --model models/cifar10-resnet56/1
+    python docs/experiments/draft_decode.py --photos ../shared/data/photos --model models/cifar10-resnet56/1
 
 For each photo: a 4000x3000-class JPEG is made from it; both paths decode + preprocess it for the given
 model's manifest (and for ImageNet's 256/224); reports time per image, the largest input difference and,
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 import numpy as np
 from PIL import Image
