@@ -7,7 +7,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 MODELS ?= models
 
-# bench: the benchmark suite (minutes; results into bench/results/, summarised in docs/benchmarks.md).
+# bench: the benchmark suite (minutes; results into bench/results/, rendered into docs/benchmarks.md by bench/report.py).
 .PHONY: setup setup-serve test test-serve test-fast lint tools bench soak serve models-table default-model imagenet-model docker-build docker-build-gpu docker-test clean
 
 $(PY):
@@ -97,10 +97,12 @@ bench: setup tools
 	$(PY) bench/http_load.py --model resnet50-int8 --concurrency 8 --no-naive --big-photos --memory-requests 20000 \
 	  --json bench/results/http-resnet50-int8-extra.json
 	$(PY) bench/event_loop_cost.py --model cifar10-resnet56 --json bench/results/event-loop-cost-cifar10-resnet56.json
+	$(PY) bench/report.py
 
 # 100,000 requests at concurrency 16 over the photos: RSS at 1k, 10k and 100k requests, every error counted (~10 min).
 soak: setup tools
 	$(PY) bench/soak.py --model cifar10-resnet56 --requests 100000 --concurrency 16 --json bench/results/soak.json
+	$(PY) bench/report.py
 
 models-table: setup
 	$(PY) -m training.models

@@ -4,7 +4,7 @@
 
 wrk posts the photos (raw JPEG bodies, rotating) at ``--concurrency`` in runs of ``--chunk-seconds`` until each
 milestone's count is reached; the service's resident memory is read after each milestone. Not part of the test
-suite (minutes); results in docs/benchmarks.md.
+suite (minutes); results rendered into docs/benchmarks.md (bench/report.py).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("model repository %s: %s", settings.model_repository, outcome or "empty")
         # What start-up made (modules, the app, loaded models) lives as long as the process: moved out of the
         # collector's generations, full collections stop scanning it. On the 2-core development machine that was
-        # 0.02-0.08 ms of event-loop CPU per /classify request (bench/event_loop_cost.py, docs/benchmarks.md).
+        # 0.02-0.08 ms of event-loop CPU per /classify request (bench/event_loop_cost.py, docs/experiments/serving-log.md).
         gc.collect()
         gc.freeze()
         poller = asyncio.create_task(state.rollouts.poll(settings.poll_interval_s))  # 0: only the round start-up left

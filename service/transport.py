@@ -2,7 +2,7 @@
 
 The inference routes (``/classify``, ``/classify/batch``, ``/v2/...``) are plain Starlette routes rather than
 FastAPI ones: FastAPI's per-request parameter solving, exception middleware and response validation cost ~0.2 ms
-of event-loop CPU per request (docs/benchmarks.md, "The HTTP layer's CPU"), and with decoding and inference
+of event-loop CPU per request (docs/experiments/serving-log.md, "The HTTP layer's CPU"), and with decoding and inference
 sharing two cores every request pays for that in throughput. Their OpenAPI description is given by hand
 (``openapi.py``).
 """

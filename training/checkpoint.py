@@ -165,6 +165,24 @@ class Checkpoint:
     def eval_resize(self) -> int:
         return eval_resize(self.input_size)
 
+    def to_dict(self, **training_state: Any) -> dict[str, Any]:
+        """The dictionary train.py saves: these fields under their keys, plus ``training_state`` (optimizer,
+        scaler, RNG, epoch, step, ...: what resuming needs and a release drops)."""
+        return {
+            "model": self.state_dict,
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "classes": list(self.classes),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "input_size": self.input_size,
+            "model_opts": self.model_opts,
+            "args": self.args,
+            "metrics": self.metrics,
+            "git_revision": self.git_revision,
+            **training_state,
+        }
+
     def release(self) -> dict[str, Any]:
         """The weights-only dictionary a model version bundles (``weights_only``)."""
         return weights_only(self.raw)

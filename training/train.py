@@ -287,26 +287,27 @@ def main(args) -> dict:
         if improved:
             state["best_error"] = entry[f"{primary}_error"]
         if is_main:
-            ckpt = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": {"step": state["step"]},
-                "scaler": scaler.state_dict(),
-                "epoch": state["epoch"],
-                "step": state["step"],
-                "best_error": state["best_error"],
-                "rng": rng_states(),
-                "args": resolved,
-                "arch": args.model,
-                "num_classes": len(classes),
-                "classes": classes,
-                "mean": list(mean),
-                "std": list(std),
-                "input_size": train_split_input_size(args),
-                "metrics": state["history"],
-                "git_revision": git_revision(),
-                "model_opts": model_opts(model),
-            }
+            ckpt = Checkpoint(
+                arch=args.model,
+                state_dict=model.state_dict(),
+                num_classes=len(classes),
+                classes=classes,
+                mean=tuple(mean),
+                std=tuple(std),
+                input_size=train_split_input_size(args),
+                model_opts=model_opts(model),
+                args=resolved,
+                metrics=state["history"],
+                git_revision=git_revision(),
+            ).to_dict(
+                optimizer=optimizer.state_dict(),
+                scheduler={"step": state["step"]},
+                scaler=scaler.state_dict(),
+                epoch=state["epoch"],
+                step=state["step"],
+                best_error=state["best_error"],
+                rng=rng_states(),
+            )
             save_atomic(ckpt, out / "last.pt")
             if improved:
                 save_atomic(ckpt, out / "best.pt")

@@ -8,7 +8,7 @@
 # directory (metrics.jsonl, args.json, last.pt, log.txt) is packed into OUT/default.tgz; a run cut by the budget
 # resumes anywhere with train.py --resume <its last.pt>.
 #
-# The default flags follow what the H200 measured on 2026-11-27 suggests (docs/benchmarks.md, "Training on a GPU"): the
+# The default flags follow what the H200 measured on 2026-11-27 suggests (docs/experiments/serving-log.md, "Training on a GPU"): the
 # eager step is launch-bound (resnet56: 24 ms at batch 128, 29 ms at batch 512), so batch 512 trains 3.3x faster;
 # the learning rate scales with the batch (0.1 x 512/128, Goyal et al. 2017) after a 5-epoch linear warm-up.
 # Cutout 16 as in the CPU's 160-epoch run (docs/experiments/default-model.md).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The service on a lent GPU machine: ONNX Runtime's CUDA provider (and TensorRT, where its libraries exist) for
 # ResNet-50/18 with random weights, in process and over HTTP. Run on the device machine, in the repository root,
-# as the last of several calls (docs/benchmarks.md, "Serving on a GPU", says why and how):
+# as the last of several calls (docs/experiments/serving-log.md, "Serving on a GPU", says why and how):
 #   here, once:     docs/experiments/gpu_bundle.sh    -> .gpu/p01, p02, ... (onnxruntime-gpu in parts, listed in .gpu/kit/parts;
 #                   seven at the default 36 MB) and .gpu/kit
 #   one call per part but the last: run, carry [".gpu/p01"], command "ls -la .gpu" (then p02, ...; the machine keeps
