@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -64,21 +65,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    options = ExportOptions(
-        opset=args.opset,
-        fp16=args.fp16,
-        int8=args.int8,
-        calibration_images=args.calibration_images,
-        static_batch=args.static_batch,
-        simplify=args.simplify,
-        parity=not args.no_parity,
-        parity_images=args.parity_images,
-        with_checkpoint=args.with_checkpoint,
-        evaluation_images=args.evaluation_images,
-        evaluation_count=args.evaluation_count,
-        evaluation_seed=args.evaluation_seed,
-        replace_evaluation=args.replace_evaluation,
-    )
+    # The flags named as ExportOptions' fields, plus --no-parity (negative: parity is on unless it is given).
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExportOptions) if hasattr(args, f.name)}
+    options = ExportOptions(**given, parity=not args.no_parity)
     try:
         if args.checkpoint and (args.weights or args.weights_file):
             raise ExportError("--weights and --weights-file go with --torchvision, not --checkpoint")
