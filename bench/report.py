@@ -117,8 +117,20 @@ def precision(path: Path) -> list[str]:
     return [f"Top-1 agreement with fp32, `{path.stem.removeprefix('precision-')}` ({source(path)}):", "", *table(header, rows)]
 
 
+def jpeg_decoders(path: Path) -> list[str]:
+    result = json.loads(path.read_text())
+    names = list(next(iter(result["results"].values())))
+    rows = []
+    for setting, rates in result["results"].items():
+        base = rates[names[0]]
+        rows.append([setting, *(f"{rates[n]:,.0f} ({rates[n] / base:.2f}x)" for n in names)])
+    where = f"decoding to RGB at the draft scale for resize {result['resize']}, img/s (x the first)"
+    return [f"JPEG decoders, {where} ({source(path)}):", "", *table(["images, threads", *names], rows)]
+
+
 SECTIONS = [  # (title, [(file pattern, renderer), ...])
     ("In-process limits", [("inprocess*.json", inprocess)]),
+    ("JPEG decoding", [("jpeg-decoders-*.json", jpeg_decoders)]),
     ("The service over HTTP", [("http-*.json", http)]),
     ("The HTTP layer's CPU", [("event-loop-cost-*.json", event_loop)]),
     ("Soak", [("soak.json", soak)]),
