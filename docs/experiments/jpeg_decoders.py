@@ -41,7 +41,8 @@ def pillow(data: bytes, denominator: int, resize: int) -> np.ndarray:
     img = Image.open(io.BytesIO(data))
     if denominator > 1:
         img.draft("RGB", resized_size(*img.size, DRAFT_OVERSAMPLE * resize))
-    return np.asarray(img.convert("RGB"))
+    img.load()
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))  # one copy into numpy, as the others make
 
 
 def decoders(turbo_lib: str | None) -> dict:
