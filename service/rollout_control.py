@@ -68,7 +68,12 @@ class RolloutController:
                 m.swap_in(m.take_traffic(await m.prepare(name, first, await m.evaluation_set(name))))
             except LOAD_ERRORS as exc:
                 return f"refused version {first}: {m._relative(str(exc))}"
-            return f"loaded version {first}"
+            current, loaded = m.live[name], f"loaded version {first}"
+            if not [v for v in versions if v > first and v not in record.held_back]:
+                return loaded
+            if not candidates:  # a newer version waits for the gate: the poller's first round, right after start-up
+                self._deferred.add(name)
+                return f"{loaded}; a newer version is gated next"
         if name in m.canaries:
             canary = m.canaries[name]
             return self._conclude(name) if canary.due() else f"canary version {canary.model.version} running"

@@ -17,7 +17,7 @@ from model_repository.evaluation import read_evaluation_set, write_evaluation_se
 from service.errors import StateNotSaved
 from service.evaluation import Score, gate
 from service.rollouts import Arm, Canary, ModelRollout, RolloutStore, canary_bucket
-from tests.conftest import TOY_CLASSES, client_for, export_random_model, jpeg_bytes, make_image_folder
+from tests.conftest import TOY_CLASSES, client_for, export_random_model, jpeg_bytes, make_image_folder, republish
 
 
 # ---------------------------------------------------------------------- evaluation sets
@@ -209,3 +209,18 @@ def test_a_broken_version_promoted_by_hand_is_a_conflict_and_nothing_changes(rep
         refused = c.post("/admin/models/toy/promote", json={"version": 2})
         assert refused.status_code == 409 and "sha256" in refused.json()["error"]["message"]
         assert c.get("/v1/models/toy").json()["serving_version"] == 1
+
+
+def test_a_restart_gates_a_version_newer_than_the_recorded_one_even_without_polling(repository):
+    """Start-up serves the recorded version (readiness does not wait for a gate), then its first round gates what
+    is newer: with poll_interval_s 0 there is no later round to do it."""
+    import time
+
+    RolloutStore(repository / "rollouts.json").save("toy", ModelRollout(serving=1, history=[1]))
+    republish(repository, "toy", 1)  # version 2, appeared while the server was down
+    with client_for(repository) as c:
+        deadline = time.monotonic() + 30
+        while c.get("/v1/models/toy").json()["serving_version"] != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.get("/v1/models/toy").json()["serving_version"] == 2
+    assert RolloutStore(repository / "rollouts.json").of("toy").history == [1, 2]
