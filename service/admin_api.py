@@ -36,8 +36,7 @@ async def reload(request: Request) -> dict:
 
 
 def _answer(state: ServiceState, name: str, result: str) -> dict:
-    model = next(entry for entry in state.models.describe() if entry["name"] == name)
-    return {"result": result, "model": model}
+    return {"result": result, "model": state.models.describe_model(name)}
 
 
 @router.post("/models/{name}/promote", response_model=RolloutResponse, summary="Serve a version now (past gate and canary)")

@@ -178,8 +178,8 @@ class ModelManager:
         try:
             return await asyncio.to_thread(self._load_blocking, name, version, evaluation)
         except LOAD_ERRORS as exc:
-            files = await asyncio.to_thread(self._files_of, name, version)
-            self.decisions[(name, version)] = Decision("failed", self._relative(str(exc)), files)
+            files = await asyncio.to_thread(self.files_of, name, version)
+            self.decisions[(name, version)] = Decision("failed", self.relative(str(exc)), files)
             self.metrics.model_loads.labels(name, "failed").inc()
             if name in self.live:
                 self.metrics.reload_failures.labels(name).inc()
@@ -191,7 +191,7 @@ class ModelManager:
         try:
             return await asyncio.to_thread(read_evaluation_set, self.repository, name)
         except ManifestError as exc:
-            raise ModelLoadError(self._relative(str(exc))) from None
+            raise ModelLoadError(self.relative(str(exc))) from None
 
     def take_traffic(self, prepared: Prepared) -> LoadedModel:
         """A prepared version with its own batcher, ready to answer (as the serving version or a canary)."""
@@ -247,7 +247,7 @@ class ModelManager:
         batcher.start()
         return batcher
 
-    def _files_of(self, name: str, version: int) -> tuple:
+    def files_of(self, name: str, version: int) -> tuple:
         """(file name, size, mtime) of each file in a version directory: what changes when a copy completes."""
         directory = version_dir(self.repository, name, version)
         try:
@@ -255,7 +255,7 @@ class ModelManager:
         except OSError:
             return ()
 
-    def _relative(self, message: str) -> str:
+    def relative(self, message: str) -> str:
         """A refusal's reason with paths shown relative to the repository (clients of /v1/models see it)."""
         for root in {str(self.repository.resolve()), str(self.repository)}:
             message = message.replace(root.rstrip("/") + "/", "")
@@ -283,37 +283,40 @@ class ModelManager:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         return all(results)
 
+    def names(self) -> list[str]:
+        """Every model this server serves or should: the expected ones and any still loaded."""
+        return sorted(set(self.expected_names()) | set(self.live))
+
     def describe(self) -> list[dict]:
-        out = []
-        for name in sorted(set(self.expected_names()) | set(self.live)):
-            live, canary, record = self.live.get(name), self.canaries.get(name), self.rollouts.of(name)
-            versions = []
-            for v in list_versions(self.repository, name):
-                decision = self.decisions.get((name, v))
-                if live is not None and v == live.version:
-                    versions.append(live.describe())
-                elif canary is not None and v == canary.model.version:
-                    versions.append(canary.model.describe("canary"))
-                elif decision is not None:
-                    versions.append({"version": v, "state": decision.state, "reason": decision.reason, **decision.details})
-                elif v in record.held_back:
-                    versions.append({"version": v, "state": "held_back", "reason": record.held_back[v]})
-                else:
-                    versions.append({"version": v, "state": "available" if live is None or v < live.version else "loading"})
-            rollout = {
-                "pinned": record.pinned,
-                "canary_percent": self.settings.canary_percent if record.canary_percent is None else record.canary_percent,
-                "canary": canary.describe() if canary else None,
-                "history": record.history,
-            }
-            out.append(
-                {
-                    "name": name,
-                    "default": name == self.default_name(),
-                    "serving_version": live.version if live else None,
-                    "labels": live.manifest.num_classes if live else None,
-                    "versions": versions,
-                    "rollout": rollout,
-                }
-            )
-        return out
+        return [self.describe_model(name) for name in self.names()]
+
+    def describe_model(self, name: str) -> dict:
+        """One model as ``/v1/models/{name}`` shows it: its versions on disk with their states, its rollout state."""
+        live, canary, record = self.live.get(name), self.canaries.get(name), self.rollouts.of(name)
+        versions = []
+        for v in list_versions(self.repository, name):
+            decision = self.decisions.get((name, v))
+            if live is not None and v == live.version:
+                versions.append(live.describe())
+            elif canary is not None and v == canary.model.version:
+                versions.append(canary.model.describe("canary"))
+            elif decision is not None:
+                versions.append({"version": v, "state": decision.state, "reason": decision.reason, **decision.details})
+            elif v in record.held_back:
+                versions.append({"version": v, "state": "held_back", "reason": record.held_back[v]})
+            else:
+                versions.append({"version": v, "state": "available" if live is None or v < live.version else "loading"})
+        rollout = {
+            "pinned": record.pinned,
+            "canary_percent": self.settings.canary_percent if record.canary_percent is None else record.canary_percent,
+            "canary": canary.describe() if canary else None,
+            "history": record.history,
+        }
+        return {
+            "name": name,
+            "default": name == self.default_name(),
+            "serving_version": live.version if live else None,
+            "labels": live.manifest.num_classes if live else None,
+            "versions": versions,
+            "rollout": rollout,
+        }

@@ -58,7 +58,7 @@ class RolloutController:
         if not versions:
             return "no versions"
         record = m.rollouts.of(name)
-        current = m.live.get(name)
+        current, loaded = m.live.get(name), ""
         if current is None:  # start-up, or nothing could load before: the recorded version, else the newest
             eligible = [v for v in versions if v not in record.held_back] or versions
             first = record.serving if record.serving in versions else eligible[-1]
@@ -67,33 +67,30 @@ class RolloutController:
             try:
                 m.swap_in(m.take_traffic(await m.prepare(name, first, await m.evaluation_set(name))))
             except LOAD_ERRORS as exc:
-                return f"refused version {first}: {m._relative(str(exc))}"
+                return f"refused version {first}: {m.relative(str(exc))}"
             current, loaded = m.live[name], f"loaded version {first}"
-            if not [v for v in versions if v > first and v not in record.held_back]:
-                return loaded
-            if not candidates:  # a newer version waits for the gate: the poller's first round, right after start-up
-                self._deferred.add(name)
-                return f"{loaded}; a newer version is gated next"
         if name in m.canaries:
             canary = m.canaries[name]
             return self._conclude(name) if canary.due() else f"canary version {canary.model.version} running"
         newer = [v for v in versions if v > current.version and v not in record.held_back]
+        serving = loaded or f"serving version {current.version}"
         if not newer:
-            return f"serving version {current.version}"
-        if not candidates:
+            return serving
+        if not candidates:  # start-up: readiness does not wait; the poller's first round, right after, gates it
             self._deferred.add(name)
-            return f"serving version {current.version}; version {newer[-1]} is gated next"
+            return f"{serving}; version {newer[-1]} is gated next"
         try:
-            return await self._consider(name, newer[-1])
+            outcome = await self._consider(name, newer[-1])
         except LOAD_ERRORS as exc:
-            return f"refused version {newer[-1]}: {m._relative(str(exc))}"
+            outcome = f"refused version {newer[-1]}: {m.relative(str(exc))}"
+        return f"{loaded}; {outcome}" if loaded else outcome
 
     async def _decided_unchanged(self, name: str, version: int, against: int | None) -> bool:
         """True when ``version`` failed, was refused or held, and neither its files nor the serving version changed."""
         decision = self.models.decisions.get((name, version))
         if decision is None:
             return False
-        files = await asyncio.to_thread(self.models._files_of, name, version)
+        files = await asyncio.to_thread(self.models.files_of, name, version)
         if decision.files == files and (decision.state == "failed" or decision.against == against):
             return True
         log.info("%s version %d changed since it was %s: trying it again", name, version, decision.state)
@@ -121,7 +118,7 @@ class RolloutController:
         if not passed or record.pinned is not None:
             state = "refused" if not passed else "held"
             reason = why if not passed else f"passed the gate ({why}); {name} is pinned to version {record.pinned}"
-            files = await asyncio.to_thread(m._files_of, name, version)
+            files = await asyncio.to_thread(m.files_of, name, version)
             scores = {
                 "top1": prepared.score.top1 if prepared.score else None,
                 "serving_top1": current.score.top1 if current.score else None,
@@ -271,7 +268,7 @@ class RolloutController:
             try:
                 loaded = m.take_traffic(await m.prepare(name, version, await m.evaluation_set(name)))
             except LOAD_ERRORS as exc:
-                raise Conflict(f"{name} version {version} cannot serve: {m._relative(str(exc))}") from None
+                raise Conflict(f"{name} version {version} cannot serve: {m.relative(str(exc))}") from None
         if hold_newer:
             for v in list_versions(m.repository, name):
                 if v > version:

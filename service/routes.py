@@ -35,10 +35,10 @@ async def list_models(request: Request) -> dict:
 
 @router.get("/v1/models/{name}", responses=ERROR_RESPONSES, tags=["models"])
 async def get_model(request: Request, name: str) -> dict:
-    for entry in service(request).models.describe():
-        if entry["name"] == name:
-            return entry
-    raise NotFound(f"no model named {name!r}")
+    models = service(request).models
+    if name not in models.names():
+        raise NotFound(f"no model named {name!r}")
+    return models.describe_model(name)
 
 
 @router.get("/v1/stats", tags=["models"], summary="Live summary: the last 10 s of inference requests and batches")
