@@ -28,6 +28,9 @@ class Score:
     def describe(self) -> dict:
         return {"top1": round(self.top1, 2), "images": self.count, "seconds": round(self.seconds, 2)}
 
+    def summary(self) -> str:
+        return f"top-1 {self.top1:.2f}% on {self.count} evaluation images"
+
 
 def score(
     runner: OrtRunner, manifest: Manifest, evaluation: EvaluationSet, batch_size: int, max_pixels: int, time_limit_s: float
@@ -58,7 +61,7 @@ def gate(candidate: Score, serving: Score | None, tolerance: float) -> tuple[boo
     """(promote?, why): the candidate passes when its top-1 is at least the serving version's minus ``tolerance``
     percentage points on the same set. Without a comparable serving score there is nothing to gate against."""
     if serving is None or serving.evaluation_sha256 != candidate.evaluation_sha256:
-        return True, f"top-1 {candidate.top1:.2f}% on {candidate.count} evaluation images (nothing to compare with)"
+        return True, f"{candidate.summary()} (nothing to compare with)"
     verdict = candidate.top1 >= serving.top1 - tolerance
     relation = "within" if verdict else "more than"
     return verdict, (

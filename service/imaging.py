@@ -153,10 +153,9 @@ def decode_image(
                 raise UnsupportedMedia(f"{img.format} is not a supported image type")
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated: the first frame
-            if img.format in JPEG_FORMATS and min(width, height) >= 2 * DRAFT_OVERSAMPLE * spec.resize:
-                # DCT scaling: decode at 1/2, 1/4 or 1/8 size, keeping DRAFT_OVERSAMPLE x what the resize needs
-                # so the antialiased resize still averages over several source pixels (see docs/service.md).
-                img.draft("RGB", resized_size(width, height, DRAFT_OVERSAMPLE * spec.resize))
+            drafted = draft_size(width, height, spec.resize) if img.format in JPEG_FORMATS else None
+            if drafted is not None:
+                img.draft("RGB", drafted)
             cost = decoded_bytes(img)
             if cost > max_decoded_bytes:
                 raise PayloadTooLarge(
@@ -179,6 +178,15 @@ def decode_image(
         raise PayloadTooLarge(str(exc)) from None
     except DECODER_FAILURES as exc:
         raise InvalidInput(f"the image could not be decoded (truncated or corrupt): {type(exc).__name__}: {exc}") from None
+
+
+def draft_size(width: int, height: int, resize: int) -> tuple[int, int] | None:
+    """The smallest size a JPEG may be DCT-scaled to (Pillow's ``draft`` then picks 1/2, 1/4 or 1/8 at least that
+    large): DRAFT_OVERSAMPLE x what the resize needs, so the antialiased resize still averages over several source
+    pixels (docs/service.md); None for images under twice that, which decode at full size."""
+    if min(width, height) < 2 * DRAFT_OVERSAMPLE * resize:
+        return None
+    return resized_size(width, height, DRAFT_OVERSAMPLE * resize)
 
 
 def _decode_jpeg(data: bytes, header: Image.Image) -> Image.Image | None:

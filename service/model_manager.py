@@ -30,7 +30,7 @@ from model_repository.evaluation import EvaluationSet, read_evaluation_set
 from .backends import select_backend
 from .batcher import BatchStats, DynamicBatcher
 from .errors import NotFound
-from .evaluation import Score, gate, score
+from .evaluation import Score, score
 from .metrics import Metrics
 from .rollouts import Canary, RolloutStore
 from .runtime import ModelLoadError, OrtRunner
@@ -167,11 +167,16 @@ class ModelManager:
             raise ManifestError(f"{path}: manifest names {manifest.name!r}, directory {name!r}")
         verify_files(path, manifest)
         runner, selection = select_backend(path, manifest, self.settings)
-        s, scored = self.settings, None
-        if evaluation is not None:
-            scored = score(runner, manifest, evaluation, s.max_batch_size, s.max_pixels, s.evaluation_timeout_s)
-            log.info("%s version %d: %s", name, version, gate(scored, None, 0)[1])
+        scored = self.score(runner, manifest, evaluation) if evaluation is not None else None
         return Prepared(name, version, path, manifest, runner, selection, scored)
+
+    def score(self, runner: OrtRunner, manifest: Manifest, evaluation: EvaluationSet) -> Score:
+        """A version's top-1 on the evaluation set, in batches of max_batch_size, within evaluation_timeout_s;
+        logged. Blocking: call it off the event loop."""
+        s = self.settings
+        scored = score(runner, manifest, evaluation, s.max_batch_size, s.max_pixels, s.evaluation_timeout_s)
+        log.info("%s version %d: %s", manifest.name, manifest.version, scored.summary())
+        return scored
 
     async def prepare(self, name: str, version: int, evaluation: EvaluationSet | None) -> Prepared:
         """Load, check and score one version off the event loop; a failure is recorded (state ``failed``)."""

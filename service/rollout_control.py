@@ -15,7 +15,7 @@ import logging
 from model_repository import list_versions
 
 from .errors import Conflict, NotFound, StateNotSaved
-from .evaluation import gate, score
+from .evaluation import gate
 from .model_manager import LOAD_ERRORS, Decision, LoadedModel, ModelManager
 from .rollouts import Canary, ModelRollout
 
@@ -107,8 +107,7 @@ class RolloutController:
         evaluation = await m.evaluation_set(name)
         if evaluation is not None and (current.score is None or current.score.evaluation_sha256 != evaluation.sha256):
             # a new evaluation set: score the serving version on it too, so both are judged on the same images
-            args = (current.runner, current.manifest, evaluation, s.max_batch_size, s.max_pixels, s.evaluation_timeout_s)
-            current.score = await asyncio.to_thread(score, *args)
+            current.score = await asyncio.to_thread(m.score, current.runner, current.manifest, evaluation)
         prepared = await m.prepare(name, version, evaluation)
         if prepared.score is None:
             passed, why = True, "no evaluation set: promoted without an accuracy gate"

@@ -36,7 +36,8 @@ def jpeg(img: Image.Image, **save) -> bytes:
 
 
 def pillow_decode(data: bytes, spec: Preprocess) -> np.ndarray:
-    """What the service decoded before simplejpeg: Pillow with the same draft rule and EXIF orientation."""
+    """What the service decoded before simplejpeg: Pillow with the same draft rule and EXIF orientation (written out
+    here, not imported, so the reference does not move with the code it checks)."""
     img = Image.open(io.BytesIO(data))
     w, h = img.size
     if min(w, h) >= 2 * imaging.DRAFT_OVERSAMPLE * spec.resize:

@@ -24,23 +24,19 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from model_repository.preprocess import resized_size
-from service.imaging import DRAFT_OVERSAMPLE
+from service.imaging import draft_size
 
 
 def scale_denominator(width: int, height: int, resize: int) -> int:
-    """The service's draft rule: the largest 1/2, 1/4 or 1/8 reduction that keeps DRAFT_OVERSAMPLE x the resize
-    target on the shorter side (1: no reduction, as for images under 2 x that)."""
-    if min(width, height) < 2 * DRAFT_OVERSAMPLE * resize:
-        return 1
-    need = DRAFT_OVERSAMPLE * resize
-    return max(d for d in (1, 2, 4, 8) if min(width, height) / d >= need)
+    """The reduction the service's draft rule (``imaging.draft_size``) gives: 1, 2, 4 or 8."""
+    target = draft_size(width, height, resize)
+    return 1 if target is None else max(d for d in (1, 2, 4, 8) if min(width, height) / d >= min(target))
 
 
 def pillow(data: bytes, denominator: int, resize: int) -> np.ndarray:
     img = Image.open(io.BytesIO(data))
     if denominator > 1:
-        img.draft("RGB", resized_size(*img.size, DRAFT_OVERSAMPLE * resize))
+        img.draft("RGB", draft_size(*img.size, resize))
     img.load()
     return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))  # one copy into numpy, as the others make
 
