@@ -40,24 +40,24 @@ def _held_out(paths: list[str]) -> tuple[str, list[str]]:
 
 def read_image_files(source: Path) -> tuple[str, dict[str, dict[str, bytes]]]:
     """{class: {file name: encoded bytes}} of an ImageFolder or a .tar.gz of one (its held-out split)."""
-    by_class: dict[str, dict[str, bytes]] = defaultdict(dict)
     if source.is_dir():
-        listed = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        split, inside = _held_out(listed)
-        for rel in inside:
-            if rel.count("/") == 1:
-                cls, file = rel.split("/")
-                by_class[cls][file] = (source / split / rel).read_bytes()
-    elif tarfile.is_tarfile(source):
+        files = {str(p.relative_to(source)): p.read_bytes for p in source.rglob("*") if p.is_file()}
+        return _by_class(source, files)
+    if tarfile.is_tarfile(source):
         with tarfile.open(source) as tar:
             members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
-            split, inside = _held_out(sorted(p for p in members if Path(p).suffix.lower() in IMAGE_SUFFIXES))
-            for rel in inside:
-                if rel.count("/") == 1:
-                    cls, file = rel.split("/")
-                    by_class[cls][file] = tar.extractfile(members[split + rel]).read()
-    else:
-        raise ExportError(f"{source}: neither a folder nor a .tar.gz of CLASS/FILE images")
+            return _by_class(source, {name: (lambda m=m: tar.extractfile(m).read()) for name, m in members.items()})
+    raise ExportError(f"{source}: neither a folder nor a .tar.gz of CLASS/FILE images")
+
+
+def _by_class(source: Path, files: dict) -> tuple[str, dict[str, dict[str, bytes]]]:
+    """``files``: relative path -> a function reading it; the held-out split's CLASS/FILE images read."""
+    split, inside = _held_out(sorted(p for p in files if Path(p).suffix.lower() in IMAGE_SUFFIXES))
+    by_class: dict[str, dict[str, bytes]] = defaultdict(dict)
+    for rel in inside:
+        if rel.count("/") == 1:
+            cls, file = rel.split("/")
+            by_class[cls][file] = files[split + rel]()
     if not by_class:
         raise ExportError(f"{source}: no CLASS/FILE images found")
     return f"{source.name}:{split or './'}", dict(by_class)

@@ -71,13 +71,19 @@ def toy_cifar(tmp_path_factory) -> Path:
 FIXTURE_REPOSITORY = ROOT / "tests" / "fixtures" / "repository"
 
 
-def copy_toy(repository: Path, name: str = "toy", version: int = 1) -> Path:
-    """The fixture's toy model as ``repository/name/version`` (its manifest renamed and renumbered to match)."""
-    target = Path(repository) / name / str(version)
-    shutil.copytree(FIXTURE_REPOSITORY / "toy" / "1", target)
+def copy_version(source: Path, target: Path, name: str, version: int, files=("model.onnx", "model.json", "golden.npz")) -> Path:
+    """A version directory's model files copied to ``target``, its manifest renamed and renumbered to match."""
+    target.mkdir(parents=True)
+    for f in files:
+        shutil.copy(source / f, target / f)
     manifest = json.loads((target / "model.json").read_text())
     (target / "model.json").write_text(json.dumps({**manifest, "name": name, "version": version}))
     return target
+
+
+def copy_toy(repository: Path, name: str = "toy", version: int = 1) -> Path:
+    """The fixture's toy model as ``repository/name/version``."""
+    return copy_version(FIXTURE_REPOSITORY / "toy" / "1", Path(repository) / name / str(version), name, version)
 
 
 def republish(repository: Path, name: str, version: int) -> int:
@@ -85,10 +91,7 @@ def republish(repository: Path, name: str, version: int) -> int:
     into place): the same weights exported again. Returns the new version."""
     model_dir = Path(repository) / name
     new = max(int(d.name) for d in model_dir.iterdir() if d.name.isdigit()) + 1
-    staging = Path(repository) / f".staging-{name}-{new}"
-    shutil.copytree(model_dir / str(version), staging)
-    manifest = json.loads((staging / "model.json").read_text())
-    (staging / "model.json").write_text(json.dumps({**manifest, "version": new}))
+    staging = copy_version(model_dir / str(version), Path(repository) / f".staging-{name}-{new}", name, new)
     staging.rename(model_dir / str(new))
     return new
 

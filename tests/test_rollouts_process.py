@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Server, export_random_model, republish
+from tests.conftest import ROOT, Server, copy_version, export_random_model, republish
 
 pytestmark = [pytest.mark.slow, pytest.mark.full]  # exports checkpoints (torch)
 
@@ -43,12 +43,7 @@ def servers():
 def bundled_copy(root: Path, version: int = 3) -> Path:
     """A repository holding the bundled model's version ``version`` (as version 3) and its evaluation set."""
     repo = root / "repo"
-    (repo / NAME / "3").mkdir(parents=True)
-    source = MODELS / NAME / str(version)
-    for f in ("model.onnx", "golden.npz"):
-        shutil.copy(source / f, repo / NAME / "3" / f)
-    manifest = json.loads((source / "model.json").read_text())
-    (repo / NAME / "3" / "model.json").write_text(json.dumps({**manifest, "version": 3}))
+    copy_version(MODELS / NAME / str(version), repo / NAME / "3", NAME, 3)  # without its checkpoint.pt
     shutil.copytree(MODELS / NAME / "evaluation", repo / NAME / "evaluation")
     return repo
 
