@@ -10,7 +10,7 @@ waits, bounded, until the admitted work is done.
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 from .errors import NotReady, Overloaded, PayloadTooLarge
 from .settings import Settings
@@ -35,19 +35,10 @@ class Admission:
         not_ready), over the limit (503, overloaded), or when ``n`` could never fit (413)."""
         return Admitted(self, weight)
 
-    @asynccontextmanager
-    async def work_slot(self, remaining_s: float, deadline_error):
-        """Hold one work slot (decoding, queued, running); ``deadline_error()`` is raised if none frees within
-        ``remaining_s``."""
-        try:
-            async with asyncio.timeout(remaining_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise deadline_error() from None
-        try:
-            yield
-        finally:
-            self._slots.release()
+    def work_slot(self, remaining_s: float, deadline_error: Callable[[], Exception]) -> WorkSlot:
+        """``async with admission.work_slot(...)``: hold one work slot (decoding, queued, running);
+        ``deadline_error()`` is raised if none frees within ``remaining_s``."""
+        return WorkSlot(self._slots, remaining_s, deadline_error)
 
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new work from now on; True once the admitted work is done, False if ``timeout_s`` passed first."""
@@ -81,3 +72,26 @@ class Admitted:
         a.inflight -= self.weight
         if a.inflight == 0:
             a._idle.set()
+
+
+class WorkSlot:
+    """One work slot, held for an ``async with`` block. A class rather than an ``asynccontextmanager``, and no
+    timeout while a slot is free: it is taken once per image, on the event loop."""
+
+    __slots__ = ("deadline_error", "remaining_s", "slots")
+
+    def __init__(self, slots: asyncio.Semaphore, remaining_s: float, deadline_error: Callable[[], Exception]) -> None:
+        self.slots, self.remaining_s, self.deadline_error = slots, remaining_s, deadline_error
+
+    async def __aenter__(self) -> None:
+        if not self.slots.locked():
+            await self.slots.acquire()  # free and nobody waiting ahead: returns without suspending
+            return
+        try:
+            async with asyncio.timeout(self.remaining_s):
+                await self.slots.acquire()
+        except TimeoutError:
+            raise self.deadline_error() from None
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.slots.release()

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -25,7 +25,7 @@ from .errors import DeadlineExceeded, InferenceFailed, NotReady
 
 log = logging.getLogger("resnet_serve")
 
-Runner = Callable[[np.ndarray], np.ndarray]
+Runner = Callable[[np.ndarray], Sequence]  # (N, 3, H, W) -> N rows of output, one per image
 
 
 class BatcherClosed(NotReady):
@@ -97,8 +97,8 @@ class DynamicBatcher:
     def pending(self) -> int:
         return self._pending
 
-    async def submit(self, x: np.ndarray, timeout_s: float) -> tuple[np.ndarray, dict]:
-        """Queue one (3, H, W) input; returns its (C,) output row and {"queue", "inference"} in ms."""
+    async def submit(self, x: np.ndarray, timeout_s: float) -> tuple[object, dict]:
+        """Queue one (3, H, W) input; returns its row of the runner's output and {"queue", "inference"} in ms."""
         if self.closed:
             raise BatcherClosed(f"{self.name} is not taking requests")
         loop = asyncio.get_running_loop()

@@ -31,12 +31,15 @@ class ClassifyParams:
 
     @classmethod
     def parse(cls, request: Request) -> ClassifyParams:
+        timeout_ms = number(request.headers.get("x-request-timeout-ms"), "header.x-request-timeout-ms")
+        if not request.scope["query_string"]:  # the common case: no query to parse
+            return cls(None, None, None, timeout_ms)
         query = request.query_params
         return cls(
             query.get("model"),
             integer(query.get("version"), "query.version"),
             integer(query.get("top_k"), "query.top_k"),
-            number(request.headers.get("x-request-timeout-ms"), "header.x-request-timeout-ms"),
+            timeout_ms,
         )
 
 

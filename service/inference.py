@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model_repository.postprocess import to_probabilities
-
 from .admission import Admitted
 from .batcher import BatcherClosed
 from .errors import DeadlineExceeded, InvalidInput, InvalidParameter, ServiceError
@@ -58,12 +56,13 @@ class Prediction:
     version: int
     labels: list[str]
     probabilities: np.ndarray  # (C,) float64
+    order: np.ndarray  # (C,) class indices, most probable first (ties: lower index first)
     timing_ms: dict[str, float]  # queue, inference (the batcher's), preprocess, total
 
     def top(self, k: int) -> list[tuple[int, float]]:
-        """The k most probable classes as (index, probability), most probable first (ties: lower index first)."""
-        order = np.argsort(-self.probabilities, kind="stable")[:k]
-        return [(int(i), float(self.probabilities[i])) for i in order]
+        """The k most probable classes as (index, probability), most probable first."""
+        best = self.order[:k]
+        return list(zip(best.tolist(), self.probabilities[best].tolist(), strict=True))
 
 
 class InferenceCore:
@@ -157,7 +156,7 @@ class InferenceCore:
             if remaining <= 0:
                 raise deadline.exceeded()
             try:
-                row, timings = await model.batcher.submit(x, remaining)
+                (probabilities, order), timings = await model.batcher.submit(x, remaining)
                 break
             except BatcherClosed:  # the version was swapped out after we resolved it: resolve again
                 if attempt == RELOAD_ATTEMPTS - 1 or self.state.admission.draining:
@@ -170,7 +169,8 @@ class InferenceCore:
             model.name,
             model.version,
             model.manifest.labels,
-            to_probabilities(row.astype(np.float64), model.manifest.output.kind),
+            probabilities,
+            order,
             {**timings, "preprocess": preprocess_ms, "total": (time.perf_counter() - deadline.started) * 1000},
         )
 

@@ -15,7 +15,7 @@ import time
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import NotReady, PayloadTooLarge, RequestTimeout, error_body
+from .errors import NotReady, PayloadTooLarge, RequestTimeout, error_body, response_for
 from .metrics import Metrics
 
 access_log = logging.getLogger("resnet_serve.access")
@@ -62,24 +62,42 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", ()), id_header]  # the app never sets its own
             await send(message)
 
-        received, body_done = 0, False
-        body_due = started + self.body_read_timeout_s
+        received, body_done, waiting, late = 0, False, False, False
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+
+        def body_late() -> None:  # the body deadline passed: fail the read under way, or the next one
+            nonlocal late
+            late = True
+            if waiting:
+                task.cancel()
+
+        # One timer for the whole body rather than a timeout around each read: cheaper on the event loop.
+        body_timer = loop.call_later(self.body_read_timeout_s, body_late)
 
         async def limited_receive() -> Message:
             """The body, bounded in bytes (413) and in time until its last chunk (408): a client that sends headers
             and then a trickle or nothing cannot hold a request open for long. After the body, ``receive`` waits
             for the hang-up (routes watch for it) without a time limit."""
-            nonlocal received, body_done
+            nonlocal received, body_done, waiting
             if body_done:
                 return await receive()
+            if late:
+                raise self._too_slow()
+            waiting = True
             try:
-                async with asyncio.timeout(max(body_due - time.perf_counter(), 0)):
-                    message = await receive()
-            except TimeoutError:
-                raise RequestTimeout(f"the request body did not arrive within {self.body_read_timeout_s:g} s") from None
+                message = await receive()
+            except asyncio.CancelledError:
+                if not late:
+                    raise
+                task.uncancel()  # our own cancellation, answered as a typed error
+                raise self._too_slow() from None
+            finally:
+                waiting = False
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
+                if body_done:
+                    body_timer.cancel()
                 if received > self.max_body_bytes:
                     raise PayloadTooLarge(f"request body over the {self.max_body_bytes}-byte limit")
             return message
@@ -101,7 +119,14 @@ class RequestContextMiddleware:
             content = error_body(refused.code, refused.message, request_id)
             body = await _start_json(send_with_id, refused.status, content, refused.headers)
             await send_with_id({"type": "http.response.body", "body": body})
+        except Exception as exc:
+            # A fault past every handler (the routes answer their own exceptions; this middleware sits in front of
+            # FastAPI's): answered as our typed error (an untyped one logged, 500) while nothing has been sent.
+            if responded:
+                raise
+            await response_for(exc, request_id, self.metrics.count_rejection)(scope, receive, send_with_id)
         finally:
+            body_timer.cancel()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             elapsed = time.perf_counter() - started
@@ -115,6 +140,9 @@ class RequestContextMiddleware:
                     elapsed * 1000,
                     extra={"request_id": request_id, "status": status, "duration_ms": round(elapsed * 1000, 2)},
                 )
+
+    def _too_slow(self) -> RequestTimeout:
+        return RequestTimeout(f"the request body did not arrive within {self.body_read_timeout_s:g} s")
 
     async def _refuse_too_large(self, declared: int, request_id: str, send: Send, receive: Receive) -> None:
         """413 from Content-Length alone, then nginx's lingering close: the headers go out at once, the body the

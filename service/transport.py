@@ -56,9 +56,9 @@ class PlainRoute(Route):
 class PlainRoutes:
     """ASGI middleware that answers its routes itself and passes every other request to the FastAPI app.
 
-    Placed inside RequestContextMiddleware (request ids, the body limit and metrics apply) and in front of FastAPI's
-    exception middleware and router, where the raw-body middleware it replaced sat: a request to an inference route
-    passes nothing of FastAPI's. A path that matches with another method is answered 405 here.
+    Placed inside RequestContextMiddleware (request ids, the body limit and metrics apply) and in front of the whole
+    FastAPI app (``app.ServiceApp``): a request to an inference route passes nothing of FastAPI's or Starlette's.
+    A path that matches with another method is answered 405 here.
     """
 
     def __init__(self, app: ASGIApp, routes: list[PlainRoute]) -> None:
@@ -128,20 +128,29 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
 
     A request nobody waits for then leaves the work-slot queue or the batch queue without being decoded or run
     (a client that timed out would otherwise still cost a place in a batch); one already in a running batch
-    finishes there and its row is dropped.
+    finishes there and its row is dropped. The work runs in the request's own task, which a watcher cancels on the
+    hang-up: one extra task per request, not two and an ``asyncio.wait``.
     """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_client_hung_up(request))
+    task = asyncio.current_task()
+    assert task is not None
+    hung_up = False
+
+    async def watch() -> None:
+        nonlocal hung_up
+        await _client_hung_up(request)
+        hung_up = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        done, _ = await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work  # the work's own clean-up (work slot, queue place) runs as the cancellation unwinds it
+    except asyncio.CancelledError:
+        if not hung_up:
+            raise  # someone else's cancellation (the server shutting down)
+        task.uncancel()  # ours, answered as a typed error: later timeouts in this task must not see it
+        raise ClientClosedRequest("the client disconnected before the answer was ready") from None
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)  # let it release its work slot and queue place
-    if task in done:
-        return task.result()
-    raise ClientClosedRequest("the client disconnected before the answer was ready")
 
 
 def raise_faults(results: list) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from model_repository.agreement import compare
-from model_repository.postprocess import softmax
+from model_repository.postprocess import ranked, softmax
 
 
 def test_a_near_tie_may_flip_but_a_decisive_top1_may_not():
@@ -26,3 +26,13 @@ def test_probabilities_are_compared_as_they_are_and_logits_through_a_softmax():
     probs = softmax(logits)
     moved = probs + np.array([[0.01, -0.01], [0.0, 0.0]])
     assert abs(compare(moved, probs, "probabilities").max_abs_prob_diff - 0.01) < 1e-12  # no second softmax
+
+
+def test_ranked_gives_a_batch_its_probabilities_and_each_row_its_classes_by_rank():
+    logits = np.array([[1.0, 3.0, 3.0, -2.0], [0.0, 0.0, 0.0, 5.0]], dtype=np.float32)
+    probabilities, order = ranked(logits, "logits")
+    assert probabilities.dtype == np.float64 and np.allclose(probabilities, softmax(logits.astype(np.float64)))
+    assert order.tolist() == [[1, 2, 0, 3], [3, 0, 1, 2]]  # ties: the lower index first
+    given = np.array([[0.1, 0.6, 0.3]], dtype=np.float32)
+    probabilities, order = ranked(given, "probabilities")
+    assert np.array_equal(probabilities, given.astype(np.float64)) and order.tolist() == [[1, 2, 0]]

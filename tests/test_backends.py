@@ -134,7 +134,7 @@ def test_a_gpu_backend_is_served_with_padded_batches(repository, monkeypatch):
     def padding(**settings) -> tuple[int, ...]:
         app = create_app(Settings(model_repository=repository, poll_interval_s=0, providers=["CPUExecutionProvider"], **settings))
         with TestClient(app) as c:
-            return c.app.state.service.models.get("toy").batcher.runner.batch_sizes
+            return c.app.state.service.models.get("toy").runner.batch_sizes
 
     assert padding() == ()  # auto: the CPU provider runs batches as they are
     assert padding(batch_padding="always", max_batch_size=12) == (1, 2, 4, 8, 12)
