@@ -62,14 +62,15 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", ()), id_header]  # the app never sets its own
             await send(message)
 
-        received, body_done, waiting, late = 0, False, False, False
-        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        received, body_done, late = 0, False, False
+        reader: asyncio.Task | None = None  # the task waiting for the body right now, if one is
+        loop = asyncio.get_running_loop()
 
         def body_late() -> None:  # the body deadline passed: fail the read under way, or the next one
             nonlocal late
             late = True
-            if waiting:
-                task.cancel()
+            if reader is not None:
+                reader.cancel()
 
         # One timer for the whole body rather than a timeout around each read: cheaper on the event loop.
         body_timer = loop.call_later(self.body_read_timeout_s, body_late)
@@ -78,21 +79,21 @@ class RequestContextMiddleware:
             """The body, bounded in bytes (413) and in time until its last chunk (408): a client that sends headers
             and then a trickle or nothing cannot hold a request open for long. After the body, ``receive`` waits
             for the hang-up (routes watch for it) without a time limit."""
-            nonlocal received, body_done, waiting
+            nonlocal received, body_done, reader
             if body_done:
                 return await receive()
             if late:
                 raise self._too_slow()
-            waiting = True
+            reader = asyncio.current_task()
             try:
                 message = await receive()
             except asyncio.CancelledError:
                 if not late:
                     raise
-                task.uncancel()  # our own cancellation, answered as a typed error
+                reader.uncancel()  # our own cancellation, answered as a typed error
                 raise self._too_slow() from None
             finally:
-                waiting = False
+                reader = None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
