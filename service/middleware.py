@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import NotReady, PayloadTooLarge, RequestTimeout, error_body, response_for
 from .metrics import Metrics
+from .transport import awaited_unless_cancelled_for
 
 access_log = logging.getLogger("resnet_serve.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -64,7 +65,6 @@ class RequestContextMiddleware:
 
         received, body_done, late = 0, False, False
         reader: asyncio.Task | None = None  # the task waiting for the body right now, if one is
-        loop = asyncio.get_running_loop()
 
         def body_late() -> None:  # the body deadline passed: fail the read under way, or the next one
             nonlocal late
@@ -73,7 +73,7 @@ class RequestContextMiddleware:
                 reader.cancel()
 
         # One timer for the whole body rather than a timeout around each read: cheaper on the event loop.
-        body_timer = loop.call_later(self.body_read_timeout_s, body_late)
+        body_timer = asyncio.get_running_loop().call_later(self.body_read_timeout_s, body_late)
 
         async def limited_receive() -> Message:
             """The body, bounded in bytes (413) and in time until its last chunk (408): a client that sends headers
@@ -86,12 +86,7 @@ class RequestContextMiddleware:
                 raise self._too_slow()
             reader = asyncio.current_task()
             try:
-                message = await receive()
-            except asyncio.CancelledError:
-                if not late:
-                    raise
-                reader.uncancel()  # our own cancellation, answered as a typed error
-                raise self._too_slow() from None
+                message = await awaited_unless_cancelled_for(receive(), lambda: late, self._too_slow)
             finally:
                 reader = None
             if message["type"] == "http.request":

@@ -143,14 +143,24 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
 
     watcher = asyncio.ensure_future(watch())
     try:
-        return await work  # the work's own clean-up (work slot, queue place) runs as the cancellation unwinds it
-    except asyncio.CancelledError:
-        if not hung_up:
-            raise  # someone else's cancellation (the server shutting down)
-        task.uncancel()  # ours, answered as a typed error: later timeouts in this task must not see it
-        raise ClientClosedRequest("the client disconnected before the answer was ready") from None
+        # The work's own clean-up (work slot, queue place) runs as the cancellation unwinds it.
+        return await awaited_unless_cancelled_for(
+            work, lambda: hung_up, lambda: ClientClosedRequest("the client disconnected before the answer was ready")
+        )
     finally:
         watcher.cancel()
+
+
+async def awaited_unless_cancelled_for(work: Awaitable[T], ours: Callable[[], bool], error: Callable[[], Exception]) -> T:
+    """Await ``work`` in this task; a cancellation of this task that was ours (``ours()``: a hang-up, a late body)
+    is answered as the typed ``error()`` instead. Anyone else's cancellation (the server shutting down) stays one."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not ours():
+            raise
+        asyncio.current_task().uncancel()  # answered as an error: later timeouts in this task must not see it
+        raise error() from None
 
 
 def raise_faults(results: list) -> None:
