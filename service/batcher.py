@@ -72,6 +72,7 @@ class DynamicBatcher:
         self._idle.set()
         self.closed = False
         self.incoming = 0  # requests admitted for this model and still being decoded (see ``expecting``)
+        self.last_batch_size = 0
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -88,6 +89,13 @@ class DynamicBatcher:
             yield
         finally:
             self.incoming -= 1
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or running, no request on its way but the caller's (ask inside ``expecting``), and the
+        last batch held one request: a client alone, not the first of a crowd whose last batch has just been
+        answered and whose next requests are arriving together."""
+        return self._pending == 0 and self.incoming <= 1 and self.last_batch_size <= 1
 
     @property
     def depth(self) -> int:
@@ -167,6 +175,7 @@ class DynamicBatcher:
 
     async def _run(self, batch: list[_Request]) -> None:
         started = time.perf_counter()
+        self.last_batch_size = len(batch)
         rows = [r.x for r in batch]
         try:
             # Stacked in the inference thread, not here: (16, 3, 224, 224) float32 is a 9.6 MB copy that would

@@ -13,6 +13,7 @@ batched with all other traffic, whichever transport brought it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -176,9 +177,21 @@ class InferenceCore:
 
     async def _decode(self, data: bytes, model: LoadedModel) -> np.ndarray:
         """Decode on the decoding pool; an image too large for it (LargeDecode, from its header) on the pool of
-        ``max_large_decodes`` threads, which bounds the memory of large decodes without holding up small ones."""
+        ``max_large_decodes`` threads, which bounds the memory of large decodes without holding up small ones.
+
+        While the model is idle (``DynamicBatcher.idle``: nothing queued or running, nobody else decoding for it),
+        an image of at most ``idle_inline_decode_bytes`` decoded bytes is decoded here, on the event loop: the
+        lone request of a client at concurrency 1 then skips the hand-off to a decoding thread and back (a thread,
+        and on a VM a vCPU, to wake; -0.3 ms p50 for the bundled CIFAR model, docs/experiments/serving-log.md
+        "Latency at concurrency 1"), and nothing else is waiting on the loop meanwhile but new arrivals, held up
+        by at most one small decode (a photo's ~3 ms). Under load decoding never runs on the loop.
+        """
         loop, s, spec = asyncio.get_running_loop(), self.state.settings, model.manifest.preprocess
         limits = (s.max_pixels, s.max_decoded_bytes)
+        inline_limit = min(s.idle_inline_decode_bytes, s.large_decode_bytes)
+        if inline_limit and model.batcher.idle:
+            with contextlib.suppress(LargeDecode):  # too large to decode on the loop: a pool decodes it
+                return image_to_input(data, spec, *limits, inline_limit)
         try:
             return await loop.run_in_executor(
                 self.state.preprocess_pool, image_to_input, data, spec, *limits, s.large_decode_bytes

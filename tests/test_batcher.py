@@ -141,3 +141,41 @@ def test_drain_finishes_queued_work_then_refuses():
 
     drained, results = run(main())
     assert drained and [r[0][0] for r in results] == list(range(6))
+
+
+def test_idle_means_a_client_alone():
+    """``idle`` (where the core decodes a lone request on the event loop): nothing queued or running, nobody else
+    on the way, and the last batch held one request, so the first of a crowd just answered does not count."""
+
+    async def main():
+        runner = RecordingRunner(delay_s=0.05)
+        batcher = DynamicBatcher(runner, max_batch_size=4, max_delay_ms=20)
+        batcher.start()
+        seen = {"at start": batcher.idle}
+        with batcher.expecting():
+            seen["the caller on its way"] = batcher.idle
+            with batcher.expecting():
+                seen["another on its way"] = batcher.idle
+        lone = asyncio.ensure_future(batcher.submit(item(0), 5.0))
+        await asyncio.sleep(0.01)
+        seen["a batch running"] = batcher.idle
+        await lone
+        seen["after a batch of one"] = batcher.idle
+        await asyncio.gather(*(batcher.submit(item(i), 5.0) for i in range(3)))
+        seen["after a batch of three"] = batcher.idle
+        await batcher.submit(item(9), 5.0)
+        seen["after one again"] = batcher.idle
+        await batcher.drain(1.0)
+        return seen, runner.sizes
+
+    seen, sizes = run(main())
+    assert sizes == [1, 3, 1]
+    assert seen == {
+        "at start": True,
+        "the caller on its way": True,
+        "another on its way": False,
+        "a batch running": False,
+        "after a batch of one": True,
+        "after a batch of three": False,
+        "after one again": True,
+    }

@@ -529,3 +529,44 @@ def test_a_replaced_version_is_freed_even_in_a_reference_cycle(tmp_path):
         c.portal.call(retired)
         assert gone() is None
         assert c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}).json()["version"] == 2
+
+
+def test_a_lone_small_image_is_decoded_on_the_event_loop_and_every_other_on_a_decoding_thread(repository, monkeypatch):
+    """At concurrency 1 the decode skips the hand-off to a thread (``idle_inline_decode_bytes``); an image above
+    that size, the setting at 0, or the images of a batch after the first are decoded on the pool."""
+    import asyncio
+
+    import service.inference as inference
+
+    real, on_loop = inference.image_to_input, []
+
+    def recording(*args):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # a worker thread has no running loop
+            on_loop.append(False)
+        return real(*args)
+
+    monkeypatch.setattr(inference, "image_to_input", recording)
+    jpeg = {"content": jpeg_bytes(), "headers": {"Content-Type": "image/jpeg"}}  # 64x48 RGB: 9,216 bytes decoded
+    cases = {"default": {}, "off": {"idle_inline_decode_bytes": 0}, "above": {"idle_inline_decode_bytes": 9000}}
+    seen = {}
+    for case, settings in cases.items():
+        with client_for(repository, **settings) as c:
+            on_loop.clear()
+            for _ in range(2):
+                assert c.post("/classify", **jpeg).status_code == 200
+            seen[case] = list(on_loop)
+    with client_for(repository) as c:
+        on_loop.clear()
+        files = [("file", (f"{i}.jpg", jpeg_bytes(seed=i), "image/jpeg")) for i in range(3)]
+        assert c.post("/classify/batch", files=files).status_code == 200
+        seen["batch"] = list(on_loop)
+    # "above": the header says too large for the loop (LargeDecode, nothing decoded), then the pool decodes it
+    assert seen == {
+        "default": [True, True],
+        "off": [False, False],
+        "above": [True, False, True, False],
+        "batch": [True, False, False],
+    }
