@@ -60,7 +60,9 @@ DECODER_FAILURES = (
 
 class LargeDecode(Exception):  # not an error: a request to decode elsewhere
     """Raised instead of decoding an image above ``large_above`` decoded bytes: the caller decodes it on the pool
-    that bounds how many large decodes run at once (their memory), so small images never queue behind them."""
+    that bounds how many large decodes run at once (their memory), so small images never queue behind them.
+    With ``baseline_jpeg_only``, also raised for anything but a baseline JPEG: what may decode on the event loop
+    must cost in proportion to its size, and a progressive JPEG pays a pass over the image per scan."""
 
 
 def decoded_bytes(img: Image.Image) -> int:
@@ -137,10 +139,12 @@ def decode_image(
     max_pixels: int,
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
     large_above: int | None = None,
+    baseline_jpeg_only: bool = False,
 ) -> Image.Image:
     """Bytes -> an RGB PIL image, with the size checked from the header before any pixel is decoded: at most
     ``max_pixels`` pixels and ``max_decoded_bytes`` bytes decoded (pixels x bytes per pixel of the decoded mode, so
-    a small file of 32-bit pixels counts for what it costs); above ``large_above`` bytes, LargeDecode."""
+    a small file of 32-bit pixels counts for what it costs); above ``large_above`` bytes (or, with
+    ``baseline_jpeg_only``, anything but a baseline JPEG), LargeDecode."""
     check_format(data)
     try:
         with warnings.catch_warnings():
@@ -162,6 +166,8 @@ def decode_image(
                     f"image is {width}x{height} {img.mode}: {cost} bytes decoded; the limit is {max_decoded_bytes}"
                 )
             if large_above is not None and cost > large_above:
+                raise LargeDecode(cost)
+            if baseline_jpeg_only and (img.format not in JPEG_FORMATS or img.info.get("progressive")):
                 raise LargeDecode(cost)
             fast = _decode_jpeg(data, img) if img.format == "JPEG" and img.mode == "RGB" else None
             if fast is not None:
@@ -221,6 +227,8 @@ def image_to_input(
     max_pixels: int,
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
     large_above: int | None = None,
+    baseline_jpeg_only: bool = False,
 ) -> np.ndarray:
     """Bytes -> the (3, crop, crop) float32 network input the manifest's preprocessing defines."""
-    return preprocess_image(decode_image(data, spec, max_pixels, max_decoded_bytes, large_above), spec)
+    decoded = decode_image(data, spec, max_pixels, max_decoded_bytes, large_above, baseline_jpeg_only)
+    return preprocess_image(decoded, spec)

@@ -180,7 +180,8 @@ class InferenceCore:
         ``max_large_decodes`` threads, which bounds the memory of large decodes without holding up small ones.
 
         While the model is idle (``DynamicBatcher.idle``: nothing queued or running, nobody else decoding for it),
-        an image of at most ``idle_inline_decode_bytes`` decoded bytes is decoded here, on the event loop: the
+        a baseline JPEG of at most ``idle_inline_decode_bytes`` decoded bytes is decoded here, on the event loop
+        (anything else, whose decoding may cost more than its size says, on the pool as usual): the
         lone request of a client at concurrency 1 then skips the hand-off to a decoding thread and back (a thread,
         and on a VM a vCPU, to wake; -0.3 ms p50 for the bundled CIFAR model, docs/experiments/serving-log.md
         "Latency at concurrency 1"), and nothing else is waiting on the loop meanwhile but new arrivals, held up
@@ -191,7 +192,7 @@ class InferenceCore:
         inline_limit = min(s.idle_inline_decode_bytes, s.large_decode_bytes)
         if inline_limit and model.batcher.idle:
             with contextlib.suppress(LargeDecode):  # too large to decode on the loop: a pool decodes it
-                return image_to_input(data, spec, *limits, inline_limit)
+                return image_to_input(data, spec, *limits, inline_limit, True)
         try:
             return await loop.run_in_executor(
                 self.state.preprocess_pool, image_to_input, data, spec, *limits, s.large_decode_bytes

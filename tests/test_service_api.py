@@ -531,9 +531,12 @@ def test_a_replaced_version_is_freed_even_in_a_reference_cycle(tmp_path):
         assert c.post("/classify", content=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}).json()["version"] == 2
 
 
-def test_a_lone_small_image_is_decoded_on_the_event_loop_and_every_other_on_a_decoding_thread(repository, monkeypatch):
-    """At concurrency 1 the decode skips the hand-off to a thread (``idle_inline_decode_bytes``); an image above
-    that size, the setting at 0, or the images of a batch after the first are decoded on the pool."""
+def test_a_lone_small_baseline_jpeg_is_decoded_on_the_event_loop_and_every_other_image_on_a_decoding_thread(
+    repository, monkeypatch
+):
+    """At concurrency 1 the decode skips the hand-off to a thread (``idle_inline_decode_bytes``). A JPEG above that
+    size, the setting at 0, a progressive JPEG or a PNG (whose cost the loop must not risk), and the images of a
+    batch after the first are decoded on the pool."""
     import asyncio
 
     import service.inference as inference
@@ -549,24 +552,34 @@ def test_a_lone_small_image_is_decoded_on_the_event_loop_and_every_other_on_a_de
         return real(*args)
 
     monkeypatch.setattr(inference, "image_to_input", recording)
-    jpeg = {"content": jpeg_bytes(), "headers": {"Content-Type": "image/jpeg"}}  # 64x48 RGB: 9,216 bytes decoded
-    cases = {"default": {}, "off": {"idle_inline_decode_bytes": 0}, "above": {"idle_inline_decode_bytes": 9000}}
+    baseline = jpeg_bytes()  # 64x48 RGB: 9,216 bytes decoded
+    png = png_bytes(Image.open(io.BytesIO(baseline)))
+    cases = {
+        "default": ({}, baseline, "image/jpeg"),
+        "off": ({"idle_inline_decode_bytes": 0}, baseline, "image/jpeg"),
+        "above": ({"idle_inline_decode_bytes": 9000}, baseline, "image/jpeg"),
+        "progressive": ({}, jpeg_bytes(progressive=True), "image/jpeg"),
+        "png": ({}, png, "image/png"),
+    }
     seen = {}
-    for case, settings in cases.items():
+    for case, (settings, body, media_type) in cases.items():
         with client_for(repository, **settings) as c:
             on_loop.clear()
             for _ in range(2):
-                assert c.post("/classify", **jpeg).status_code == 200
+                assert c.post("/classify", content=body, headers={"Content-Type": media_type}).status_code == 200
             seen[case] = list(on_loop)
     with client_for(repository) as c:
         on_loop.clear()
         files = [("file", (f"{i}.jpg", jpeg_bytes(seed=i), "image/jpeg")) for i in range(3)]
         assert c.post("/classify/batch", files=files).status_code == 200
         seen["batch"] = list(on_loop)
-    # "above": the header says too large for the loop (LargeDecode, nothing decoded), then the pool decodes it
+    # True then False: the header refused the loop (LargeDecode, nothing decoded), then the pool decoded it
+    refused = [True, False, True, False]
     assert seen == {
         "default": [True, True],
         "off": [False, False],
-        "above": [True, False, True, False],
+        "above": refused,
+        "progressive": refused,
+        "png": refused,
         "batch": [True, False, False],
     }
