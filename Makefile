@@ -26,7 +26,7 @@ endef
 
 $(VENV)/.installed-all: pyproject.toml | $(PY)
 	$(one_onnxruntime)
-	$(PIP) install -e '.[serve,train,export,load,dev]'
+	$(PIP) install -e '.[serve,train,export,load,dev,bench]'
 	touch $@ $(VENV)/.installed-serve
 
 $(VENV)/.installed-serve: pyproject.toml | $(PY)
@@ -97,6 +97,8 @@ bench: setup tools
 	$(PY) bench/http_load.py --model resnet50-int8 --concurrency 8 --no-naive --big-photos --memory-requests 20000 \
 	  --json bench/results/http-resnet50-int8-extra.json
 	$(PY) bench/event_loop_cost.py --model cifar10-resnet56 --json bench/results/event-loop-cost-cifar10-resnet56.json
+	$(PY) bench/latency.py --rounds 5 --seconds 3 --json bench/results/latency-c1.json
+	$(PY) bench/asgi_servers.py --model cifar10-resnet56 --rounds 3 --seconds 4 --json bench/results/asgi-servers-cifar10-resnet56.json
 	$(PY) bench/report.py
 
 # 100,000 requests at concurrency 16 over the photos: RSS at 1k, 10k and 100k requests, every error counted (~10 min).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -96,6 +97,38 @@ def event_loop(path: Path) -> list[str]:
     ]
 
 
+def latency(path: Path) -> list[str]:
+    result = json.loads(path.read_text())
+    rows = []
+    for r in result["results"]:
+        serial = statistics.median(x["serial_ms"] for x in r["rounds"])
+        p50 = statistics.median(x["c1_p50_ms"] for x in r["rounds"])
+        rows.append([r["model"], r["backend"], len(r["rounds"]), serial, p50, r["median_overhead_ms"], r["max_overhead_ms"]])
+    header = ["model", "backend", "rounds", "serial loop ms/img", "c=1 p50 ms", "overhead ms (median)", "overhead ms (max)"]
+    where = f"rounds of {result['seconds']:g} s each, alternating; medians over the rounds"
+    return [f"Concurrency 1 against the serial in-process loop, {where} ({source(path)}):", "", *table(header, rows)]
+
+
+def asgi_servers(path: Path) -> list[str]:
+    result = json.loads(path.read_text())
+    first = {r["concurrency"]: r["steady_req_s"] for r in result["rows"] if r["server"] == result["rows"][0]["server"]}
+    rows = [
+        [
+            r["server"],
+            r["concurrency"],
+            f"{r['steady_req_s']:,.1f} ({r['steady_req_s'] / first[r['concurrency']]:.2f}x)",
+            r["p50_ms"],
+            r["p99_ms"],
+            r["service_cpu_ms_per_req"],
+            r["errors"],
+        ]
+        for r in sorted(result["rows"], key=lambda r: (r["concurrency"], r["server"] != result["rows"][0]["server"]))
+    ]
+    header = ["server", "concurrency", "req/s (x the first)", "p50 ms", "p99 ms", "CPU ms/req", "errors"]
+    where = f"`{result['model']}`, medians of {result['rows'][0]['rounds']} alternating rounds of {result['seconds']:g} s"
+    return [f"The same app under three ASGI servers, {where} ({source(path)}):", "", *table(header, rows)]
+
+
 def soak(path: Path) -> list[str]:
     result = json.loads(path.read_text())
     rows = [[m["requests"], m["errors"], m["rss_mb"], m["p99_ms"]] for m in result["milestones"]]
@@ -132,6 +165,8 @@ SECTIONS = [  # (title, [(file pattern, renderer), ...])
     ("In-process limits", [("inprocess*.json", inprocess)]),
     ("JPEG decoding", [("jpeg-decoders-*.json", jpeg_decoders)]),
     ("The service over HTTP", [("http-*.json", http)]),
+    ("ASGI servers", [("asgi-servers-*.json", asgi_servers)]),
+    ("Latency at concurrency 1", [("latency-*.json", latency)]),
     ("The HTTP layer's CPU", [("event-loop-cost-*.json", event_loop)]),
     ("Soak", [("soak.json", soak)]),
     ("Precision", [("precision-*.json", precision)]),

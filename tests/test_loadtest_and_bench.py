@@ -157,3 +157,28 @@ def test_http_bench_smoke(repository, tmp_path):
         ("classify", 4, False),
         ("v2", 4, False),
     ]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="the latency benchmark drives wrk (make test installs it)")
+def test_latency_bench_smoke(repository, tmp_path):
+    out = tmp_path / "latency.json"
+    script = [sys.executable, str(ROOT / "bench" / "latency.py"), "--models", "toy", "--repository", str(repository)]
+    args = ["--photos", str(ROOT / "tests" / "fixtures" / "cifar10"), "--rounds", "2", "--seconds", "1", "--json", str(out)]
+    subprocess.run([*script, *args], check=True, capture_output=True, timeout=180)
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["model"] == "toy" and len(result["rounds"]) == 2
+    assert all(r["c1_p50_ms"] > 0 and r["serial_ms"] > 0 for r in result["rounds"])
+    overheads = sorted(r["c1_p50_ms"] - r["serial_ms"] for r in result["rounds"])
+    assert result["median_overhead_ms"] == pytest.approx(sum(overheads) / 2) and result["max_overhead_ms"] == overheads[-1]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="the servers benchmark drives wrk (make test installs it)")
+def test_asgi_servers_bench_smoke(repository, tmp_path):
+    """The app answers under each of the three servers (granian from the bench extra), every row error-free."""
+    out = tmp_path / "servers.json"
+    script = [sys.executable, str(ROOT / "bench" / "asgi_servers.py"), "--model", "toy", "--repository", str(repository)]
+    args = ["--photos", str(ROOT / "tests" / "fixtures" / "cifar10"), "--concurrency", "2", "--rounds", "1", "--seconds", "1"]
+    subprocess.run([*script, *args, "--json", str(out)], check=True, capture_output=True, timeout=240)
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["server"] for r in rows} == {"uvicorn-httptools", "uvicorn-h11", "granian"}
+    assert all(r["errors"] == 0 and r["steady_req_s"] > 0 and r["service_cpu_ms_per_req"] > 0 for r in rows)
