@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     idle_inline_decode_bytes: int = Field(
         1024 * 1024,
         ge=0,
-        description="while a model has nothing queued or running, images decoding to at most this many bytes are "
-        "decoded on the event loop instead of a decoding thread (saves a thread hand-off at concurrency 1; 0: never)",
+        description="while a model has nothing queued or running and its last batch held one request, baseline "
+        "JPEGs decoding to at most this many bytes are decoded on the event loop, not a decoding thread (saves a "
+        "thread hand-off at concurrency 1; 0: never)",
     )
     max_large_decodes: int = Field(
         1, ge=1, description="large images decoded at once (their own threads: small images never wait behind them)"
