@@ -5,19 +5,20 @@ promoted, a slower canary is rolled back, and rollback and pin hold across a res
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
+from service.rollouts import canary_bucket
 from tests.conftest import ROOT, Server, copy_version, export_random_model, republish
 
 pytestmark = [pytest.mark.slow, pytest.mark.full]  # exports checkpoints (torch)
@@ -142,7 +143,8 @@ def test_a_canary_takes_its_share_by_request_id_and_is_then_promoted(tmp_path, s
     server = servers(repo, *flags)
     republish(repo, NAME, 3)
     wait_for(lambda: state_of(server, 4).get("state") == "canary", what="version 4 in its canary")
-    ids = [uuid.uuid4().hex for _ in range(500)]
+    rng = random.Random(1)  # fixed ids: 2 x Binomial(500, 0.2) would leave 20% +- 5% on one run in ~200
+    ids = [f"{rng.getrandbits(128):032x}" for _ in range(500)]
     answers: dict[str, list[int]] = {}
 
     def send(chunk: list[str]) -> None:
@@ -162,6 +164,7 @@ def test_a_canary_takes_its_share_by_request_id_and_is_then_promoted(tmp_path, s
     assert all(len(set(v)) == 1 for v in answers.values())  # the same request id, the same version
     share = Counter(v for versions in answers.values() for v in versions)
     assert sum(share.values()) == 1000 and 150 <= share[4] <= 250, share  # 20% +- 5% of 1,000
+    assert share[4] == 2 * sum(canary_bucket(rid) < 20 for rid in ids)  # exactly the ids whose bucket is under 20
     wait_for(lambda: model_of(server)["serving_version"] == 4, timeout_s=30, what="the canary promoted")
     assert model_of(server)["rollout"]["canary"] is None
     assert metric(server, f'resnet_serve_promotions_total{{model="{NAME}",outcome="canary"}}') == 1
