@@ -33,11 +33,10 @@ from service.runtime import OrtRunner
 from service.settings import Settings
 
 
-def serial_ms(runner: OrtRunner, spec, photos: list[bytes], seconds: float) -> float:
-    """The median milliseconds one image takes, decoded, preprocessed and classified at batch 1 in this thread."""
+def serial_ms(runner: OrtRunner, spec, photos: list[bytes], seconds: float, limits: tuple[int, int]) -> float:
+    """The median milliseconds one image takes, decoded, preprocessed and classified at batch 1 in this thread;
+    ``limits``: the service's (max_pixels, max_decoded_bytes)."""
     rotation, times = itertools.cycle(photos), []
-    settings = Settings()
-    limits = (settings.max_pixels, settings.max_decoded_bytes)  # the service's
     runner(image_to_input(photos[0], spec, *limits)[None])  # warm
     stop = time.perf_counter() + seconds
     while time.perf_counter() < stop or len(times) < 5:
@@ -61,6 +60,7 @@ def measure(version_dir: Path, photos: list[Path], rounds: int, seconds: float) 
         settings = Settings()  # the service's defaults: the same thread count, so the same inference speed
         (backend,) = [b for b in candidate_backends([], "auto", True, True, manifest.precision) if b.label == label]
         runner = OrtRunner(version_dir / manifest.file, manifest, backend, settings.inference_threads, settings.inter_op_threads)
+        limits = (settings.max_pixels, settings.max_decoded_bytes)
         bodies = [p.read_bytes() for p in photos]
         with tempfile.TemporaryDirectory() as tmp:
             listing = write_list(photos, Path(tmp))
@@ -68,7 +68,7 @@ def measure(version_dir: Path, photos: list[Path], rounds: int, seconds: float) 
             rows = []
             for _ in range(rounds):
                 wrk = run_wrk(service.url, listing, 1, seconds)
-                loop_ms = serial_ms(runner, manifest.preprocess, bodies, seconds)
+                loop_ms = serial_ms(runner, manifest.preprocess, bodies, seconds, limits)
                 rows.append({"c1_p50_ms": wrk["p50_ms"], "c1_p99_ms": wrk["p99_ms"], "serial_ms": loop_ms})
                 print(
                     f"{name:<18} {label:<14} c=1 p50 {wrk['p50_ms']:6.2f} ms  serial {loop_ms:6.2f} ms  "
