@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT, Server, copy_toy, export_random_model, jpeg_bytes, make_image_folder, train_argv
 
-pytestmark = [pytest.mark.slow, pytest.mark.full]  # trains and exports (torch)
+pytestmark = pytest.mark.slow  # the tests that train or export (torch) are also marked full
 
 
 @pytest.fixture
@@ -61,6 +61,7 @@ def test_concurrent_clients_are_batched(tmp_path, server_factory):
     assert count < 64  # requests shared inference calls
 
 
+@pytest.mark.full
 def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path, server_factory):
     repo = tmp_path / "repo"
     export_random_model(repo, "r18", "resnet18", labels=[f"c{i}" for i in range(10)], resize=256, crop=224)
@@ -108,6 +109,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path, server_facto
         assert ready_during_drain == 503
 
 
+@pytest.mark.full
 def test_refresh_flow_hot_reload_under_load(tmp_path, server_factory):
     """Train a tiny model, export it into the repository a running server serves, and the server picks up
     the new version while under load, with no failed request. A broken later version is refused."""
