@@ -24,7 +24,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import BENCH_MODELS, DEFAULT_PHOTOS, ROOT, ensure_bench_models, latest_version
+from common import BENCH_MODELS, DEFAULT_PHOTOS, ROOT, ensure_bench_models, jpeg_photos, latest_version
 from http_load import PY, Process, run_wrk, write_list
 from procs import free_port
 
@@ -83,7 +83,7 @@ def main() -> None:
         "RESNET_SERVE_LOG_LEVEL": "warning",
     }
     os.environ.update(env)  # Process passes the environment on
-    photos = sorted(q for q in args.photos.iterdir() if q.suffix.lower() in (".jpg", ".jpeg"))
+    photos = jpeg_photos(args.photos)
     servers: dict[str, Process] = {}
     samples: dict[tuple[str, int], list[dict]] = {}
     try:

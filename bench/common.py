@@ -14,6 +14,11 @@ from model_repository import list_versions, read_manifest  # noqa: E402
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 
 
+def jpeg_photos(photos: Path) -> list[Path]:
+    """The JPEG files in ``photos``, sorted: what the HTTP benchmarks send (wrk reads them from a list of paths)."""
+    return sorted(q for q in photos.iterdir() if q.suffix.lower() in (".jpg", ".jpeg"))
+
+
 def photo_bytes(photos: Path, limit: int | None = None) -> list[bytes]:
     files = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit]
     if not files:

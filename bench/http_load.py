@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from common import BENCH_MODELS, DEFAULT_PHOTOS, ROOT, ensure_bench_models, latest_version
+from common import BENCH_MODELS, DEFAULT_PHOTOS, ROOT, ensure_bench_models, jpeg_photos, latest_version
 from PIL import Image
 from procs import free_port, wait_for_http
 
@@ -302,7 +302,7 @@ def main() -> None:
     else:
         version_dir = latest_version(args.repository, args.model)
     repo, name = version_dir.parent.parent, version_dir.parent.name
-    photos = sorted(q for q in args.photos.iterdir() if q.suffix.lower() in (".jpg", ".jpeg"))
+    photos = jpeg_photos(args.photos)
     results: dict = {"model": name, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         listing = write_list(photos, Path(tmp))

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import BENCH_MODELS, DEFAULT_PHOTOS, ROOT, ensure_bench_models, latest_version, manifest_of
+from common import BENCH_MODELS, DEFAULT_PHOTOS, ROOT, ensure_bench_models, jpeg_photos, latest_version, manifest_of
 from http_load import PY, Process, run_wrk, write_list
 from procs import free_port
 
@@ -97,7 +97,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0, help="per round, for each of the two")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    photos = sorted(q for q in args.photos.iterdir() if q.suffix.lower() in (".jpg", ".jpeg"))
+    photos = jpeg_photos(args.photos)
     imagenet = [m for m in args.models if m in BENCH_MODELS]
     dirs = ensure_bench_models(args.bench_repository, imagenet, args.photos) if imagenet else {}
     results = []

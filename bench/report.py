@@ -111,19 +111,12 @@ def latency(path: Path) -> list[str]:
 
 def asgi_servers(path: Path) -> list[str]:
     result = json.loads(path.read_text())
-    first = {r["concurrency"]: r["steady_req_s"] for r in result["rows"] if r["server"] == result["rows"][0]["server"]}
-    rows = [
-        [
-            r["server"],
-            r["concurrency"],
-            f"{r['steady_req_s']:,.1f} ({r['steady_req_s'] / first[r['concurrency']]:.2f}x)",
-            r["p50_ms"],
-            r["p99_ms"],
-            r["service_cpu_ms_per_req"],
-            r["errors"],
-        ]
-        for r in sorted(result["rows"], key=lambda r: (r["concurrency"], r["server"] != result["rows"][0]["server"]))
-    ]
+    first: dict[int, float] = {}  # req/s of the first server at each concurrency (rows come server by server)
+    rows = []
+    for r in result["rows"]:
+        base = first.setdefault(r["concurrency"], r["steady_req_s"])
+        rate = f"{r['steady_req_s']:,.1f} ({r['steady_req_s'] / base:.2f}x)"
+        rows.append([r["server"], r["concurrency"], rate, r["p50_ms"], r["p99_ms"], r["service_cpu_ms_per_req"], r["errors"]])
     header = ["server", "concurrency", "req/s (x the first)", "p50 ms", "p99 ms", "CPU ms/req", "errors"]
     where = f"`{result['model']}`, medians of {result['rows'][0]['rounds']} alternating rounds of {result['seconds']:g} s"
     return [f"The same app under three ASGI servers, {where} ({source(path)}):", "", *table(header, rows)]

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import DEFAULT_PHOTOS, ROOT, latest_version
+from common import DEFAULT_PHOTOS, ROOT, jpeg_photos, latest_version
 from http_load import PY, Process, rss_mb, run_wrk, write_list
 from procs import free_port
 
@@ -31,7 +31,7 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     version_dir = latest_version(args.repository, args.model)
-    photos = sorted(q for q in args.photos.iterdir() if q.suffix.lower() in (".jpg", ".jpeg"))
+    photos = jpeg_photos(args.photos)
     milestones = [m for m in (1_000, 10_000, 100_000) if m < args.requests] + [args.requests]
     port = free_port()
     flags = ["--model-repository", str(version_dir.parent.parent), "--models", args.model, "--port", str(port)]
