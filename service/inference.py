@@ -179,19 +179,22 @@ class InferenceCore:
         """Decode on the decoding pool; an image too large for it (LargeDecode, from its header) on the pool of
         ``max_large_decodes`` threads, which bounds the memory of large decodes without holding up small ones.
 
-        While the model is idle (``DynamicBatcher.idle``: nothing queued or running, nobody else decoding for it,
-        its last batch of one), a baseline JPEG of at most ``idle_inline_decode_bytes`` decoded bytes is decoded
-        here, on the event loop (anything else, whose decoding may cost more than its size says, on the pool as
-        usual): the lone request of a client at concurrency 1 then skips the hand-off to a decoding thread and
-        back (a thread, and on a VM a vCPU, to wake; p50 -0.4 to -0.6 ms for the bundled CIFAR model, -0.2 ms for
-        ResNet-18 int8: docs/experiments/serving-log.md, "ASGI servers and latency at concurrency 1"), and nothing
-        else waits on the loop meanwhile but new arrivals, held up by at most one small decode (a photo's ~3 ms).
+        While the request is alone (nothing else admitted in the service) and its model idle
+        (``DynamicBatcher.idle``: its last batch of one), a baseline JPEG of at most ``idle_inline_decode_bytes``
+        decoded bytes is decoded here, on the event loop (anything else, whose decoding may cost more than its
+        size says, on the pool as usual): the lone request of a client at concurrency 1 then skips the hand-off
+        to a decoding thread and back (a thread, and on a VM a vCPU, to wake; p50 -0.4 to -0.6 ms for the bundled
+        CIFAR model, -0.2 ms for ResNet-18 int8: docs/experiments/serving-log.md, "ASGI servers and latency at
+        concurrency 1"), and nothing else waits on the loop meanwhile but new arrivals, held up by at most one
+        small decode (a photo's ~3 ms).
         Under load decoding never runs on the loop.
         """
         loop, s, spec = asyncio.get_running_loop(), self.state.settings, model.manifest.preprocess
         limits = (s.max_pixels, s.max_decoded_bytes)
         inline_limit = min(s.idle_inline_decode_bytes, s.large_decode_bytes)
-        if inline_limit and model.batcher.idle:
+        # Alone in the whole service, not only for this model: the loop is every model's and every version's (a
+        # canary's requests found their own batcher idle while the serving version's kept the loop busy).
+        if inline_limit and self.state.admission.inflight <= 1 and model.batcher.idle:
             with contextlib.suppress(LargeDecode):  # too large to decode on the loop: a pool decodes it
                 return image_to_input(data, spec, *limits, inline_limit, True)
         try:

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     idle_inline_decode_bytes: int = Field(
         1024 * 1024,
         ge=0,
-        description="while a model has nothing queued or running and its last batch held one request, baseline "
+        description="while a request is alone in the service and its model's last batch held one, baseline "
         "JPEGs decoding to at most this many bytes are decoded on the event loop, not a decoding thread (saves a "
         "thread hand-off at concurrency 1; 0: never)",
     )

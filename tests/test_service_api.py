@@ -535,8 +535,8 @@ def test_a_lone_small_baseline_jpeg_is_decoded_on_the_event_loop_and_every_other
     repository, monkeypatch
 ):
     """At concurrency 1 the decode skips the hand-off to a thread (``idle_inline_decode_bytes``). A JPEG above that
-    size, the setting at 0, a progressive JPEG or a PNG (whose cost the loop must not risk), and the images of a
-    batch after the first are decoded on the pool."""
+    size, the setting at 0, a progressive JPEG or a PNG (whose cost the loop must not risk), the images of a batch
+    request, and any image while another request is in flight anywhere in the service are decoded on the pool."""
     import asyncio
 
     import service.inference as inference
@@ -573,6 +573,10 @@ def test_a_lone_small_baseline_jpeg_is_decoded_on_the_event_loop_and_every_other
         files = [("file", (f"{i}.jpg", jpeg_bytes(seed=i), "image/jpeg")) for i in range(3)]
         assert c.post("/classify/batch", files=files).status_code == 200
         seen["batch"] = list(on_loop)
+        on_loop.clear()
+        with c.app.state.core.admit():  # another request in flight, for any model: the event loop is shared
+            assert c.post("/classify", content=baseline, headers={"Content-Type": "image/jpeg"}).status_code == 200
+        seen["another in flight"] = list(on_loop)
     # True then False: the header refused the loop (LargeDecode, nothing decoded), then the pool decoded it
     refused = [True, False, True, False]
     assert seen == {
@@ -581,5 +585,6 @@ def test_a_lone_small_baseline_jpeg_is_decoded_on_the_event_loop_and_every_other
         "above": refused,
         "progressive": refused,
         "png": refused,
-        "batch": [True, False, False],
+        "batch": [False, False, False],  # three units admitted at once: not alone
+        "another in flight": [False],
     }
