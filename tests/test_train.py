@@ -218,11 +218,19 @@ def test_evaluate_and_plot_cli(toy_cifar, tmp_path):
     result = json.loads(proc.stdout)
     expected = min(json.loads(line)["test_error"] for line in (out / "metrics.jsonl").read_text().splitlines())
     assert result["images"] == 48 and result["top1_error"] == pytest.approx(expected, abs=1e-6)
-    png = tmp_path / "fig.png"
-    subprocess.run(
-        [sys.executable, str(ROOT / "training" / "plot.py"), str(out), str(out), "-o", str(png)], check=True, capture_output=True
-    )
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot = [sys.executable, str(ROOT / "training" / "plot.py")]
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    subprocess.run([*plot, str(out), str(out), "-o", str(one)], check=True, capture_output=True)
+    subprocess.run([*plot, "--panel", str(out), "--panel", str(out), str(out), "--ymax", "20", "-o", str(two)], check=True)
+
+    def png_width(path):  # the IHDR chunk's width, big-endian, after the 8-byte signature and the chunk's header
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        return int.from_bytes(data[16:20], "big")
+
+    assert png_width(two) == 2 * png_width(one)  # Figure 6's two panels side by side
+    both = subprocess.run([*plot, str(out), "--panel", str(out), "-o", str(two)], capture_output=True, text=True)
+    assert both.returncode == 2 and "not both" in both.stderr
 
 
 @pytest.mark.slow
