@@ -137,6 +137,11 @@ def get_args_parser() -> FlagParser:
     )
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC memory format")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="one GPU: record each training step as a CUDA graph and replay it (needs a piecewise-constant lr)",
+    )
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
     g = p.add_argument_group("run")
@@ -150,6 +155,7 @@ def get_args_parser() -> FlagParser:
         help="leave after this many epochs in this invocation (time-limited jobs); --resume auto continues",
     )
     g.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and after the last)")
+    g.add_argument("--eval-batch-size", type=int, default=None, help="evaluation batch size (default: --batch-size)")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return p
 

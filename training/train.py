@@ -33,6 +33,7 @@ from training.distributed import finish_distributed, reduce_sums, setup_distribu
 from training.imagefolder import LoaderSplit, imagefolder_datasets
 from training.models import deepen, get_model, get_spec
 from training.schedule import LRSchedule
+from training.step import CudaGraphTrainStep, TrainStep, graph_support_problem
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,6 +51,8 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
 def build_data(args, rank: int, world_size: int, device: torch.device) -> tuple[Split, dict[str, Split], list[str], tuple, tuple]:
     """(train split, evaluation splits by name, class names, mean, std)."""
     per_rank_batch = max(args.batch_size // world_size, 1)
+    # Evaluation runs BatchNorm in eval mode: any batch size gives the same result.
+    per_rank_eval_batch = max((args.eval_batch_size or args.batch_size) // world_size, 1)
     common = dict(device=device, seed=args.seed, rank=rank, world_size=world_size)
     if args.dataset == "cifar10":
         splits = load_cifar10(args.data_dir, args.cache_dir, args.download)
@@ -57,11 +60,13 @@ def build_data(args, rank: int, world_size: int, device: torch.device) -> tuple[
         evals = {name: splits[name] for name in ("test", "val") if name in splits}
         if args.val_split:
             train, evals["val"] = split_holdout(train, args.val_split, args.seed)
-        make = lambda data, is_train: TensorSplit(data, per_rank_batch, train=is_train, cutout_size=args.cutout, **common)  # noqa: E731
-        return make(train, True), {k: make(v, False) for k, v in evals.items()}, train.classes, CIFAR10_MEAN, CIFAR10_STD
+        make = lambda data, batch, is_train: TensorSplit(data, batch, train=is_train, cutout_size=args.cutout, **common)  # noqa: E731
+        evaluated = {k: make(v, per_rank_eval_batch, False) for k, v in evals.items()}
+        return make(train, per_rank_batch, True), evaluated, train.classes, CIFAR10_MEAN, CIFAR10_STD
     train_ds, eval_ds, classes = imagefolder_datasets(Path(args.data_dir), args.input_size, args.val_split, args.seed)
-    make = lambda ds, is_train: LoaderSplit(ds, classes, per_rank_batch, train=is_train, workers=args.workers, **common)  # noqa: E731
-    return make(train_ds, True), {k: make(v, False) for k, v in eval_ds.items()}, classes, IMAGENET_MEAN, IMAGENET_STD
+    make = lambda ds, batch, is_train: LoaderSplit(ds, classes, batch, train=is_train, workers=args.workers, **common)  # noqa: E731
+    evaluated = {k: make(v, per_rank_eval_batch, False) for k, v in eval_ds.items()}
+    return make(train_ds, per_rank_batch, True), evaluated, classes, IMAGENET_MEAN, IMAGENET_STD
 
 
 def build_model(args, num_classes: int) -> nn.Module:
@@ -101,9 +106,9 @@ def build_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
 HOST_SYNC_EVERY = 50
 
 
-def train_one_epoch(model, optimizer, scaler, split: Split, epoch: int, state: dict, schedule: LRSchedule, args, amp, progress):
+def train_one_epoch(step_fn: TrainStep, split: Split, epoch: int, state: dict, schedule: LRSchedule, args, progress):
     """One pass over this rank's share of the training split; stops early at ``schedule.total_steps``."""
-    model.train()
+    step_fn.model.train()
     device = split.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # sum of per-image losses; NaN once any is
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -130,21 +135,13 @@ def train_one_epoch(model, optimizer, scaler, split: Split, epoch: int, state: d
         if state["step"] >= schedule.total_steps:
             break
         lr = schedule(state["step"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         if args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(images.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(images)  # (N, num_classes)
-            loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss, logits = step_fn(images, labels, lr)
         state["step"] += 1
         n = labels.numel()
-        loss_sum += loss.detach().double() * n
-        correct += (logits.detach().argmax(1) == labels).sum()
+        loss_sum += loss.double() * n
+        correct += (logits.argmax(1) == labels).sum()
         seen += n
         bar.update(1)
         if state["step"] % HOST_SYNC_EVERY == 0:
@@ -156,7 +153,7 @@ def train_one_epoch(model, optimizer, scaler, split: Split, epoch: int, state: d
     return {
         "train_loss": loss_total / max(seen, 1),
         "train_error": 100 * (1 - correct_total / max(seen, 1)),
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": lr,
         "images_per_s": seen / seconds,
         "train_seconds": seconds,
     }
@@ -166,19 +163,21 @@ def train_one_epoch(model, optimizer, scaler, split: Split, epoch: int, state: d
 def evaluate(model: nn.Module, split: Split, amp, channels_last: bool = True) -> dict[str, float]:
     """Loss, top-1 and top-5 error (%) over the whole split (summed across ranks)."""
     model.eval()
-    loss_sum = top1 = top5 = seen = 0.0
+    # Sums stay on the device until the end: one read per split, not four per batch.
+    sums = torch.zeros(3, dtype=torch.float64, device=split.device)  # loss, top-1 hits, top-5 hits
+    seen = 0
     for images, labels in split.batches(0):
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(images.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(images).float()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            logits = model(images).float()  # (N, num_classes)
         topk = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (N, 5)
         hits = topk == labels[:, None]
-        top1 += hits[:, 0].sum().item()
-        top5 += hits.any(1).sum().item()
+        sums += torch.stack(
+            [F.cross_entropy(logits, labels, reduction="sum").double(), hits[:, 0].sum().double(), hits.any(1).sum().double()]
+        )
         seen += labels.numel()
-    loss_sum, top1, top5, seen = reduce_sums([loss_sum, top1, top5, seen], split.device)
+    loss_sum, top1, top5, seen = reduce_sums([*sums.tolist(), seen], split.device)
     return {"loss": loss_sum / seen, "error": 100 * (1 - top1 / seen), "top5_error": 100 * (1 - top5 / seen)}
 
 
@@ -246,6 +245,13 @@ def main(args) -> dict:
         )
     if args.compile:
         train_model = torch.compile(train_model)
+    step_kind = TrainStep
+    if args.cuda_graphs:
+        problem = graph_support_problem(args, schedule, device, world_size, amp)
+        if problem:
+            raise SystemExit(f"error: {problem}")
+        step_kind = CudaGraphTrainStep
+    step_fn = step_kind(train_model, optimizer, scaler, amp, args.label_smoothing)
 
     resolved = dict(vars(args))
     resolved.update(world_size=world_size, total_steps=total_steps, steps_per_epoch=steps_per_epoch, amp_dtype=str(amp))
@@ -270,7 +276,7 @@ def main(args) -> dict:
         epoch_start = time.perf_counter()
         entry = {
             "epoch": epoch + 1,
-            **train_one_epoch(train_model, optimizer, scaler, train_split, epoch, state, schedule, args, amp, progress),
+            **train_one_epoch(step_fn, train_split, epoch, state, schedule, args, progress),
         }
         entry["step"] = state["step"]
         sync_buffers(model)

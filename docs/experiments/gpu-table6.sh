@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Table 6's deeper nets with the paper's recipe on one lent GPU (issue #24): resnet44, resnet56 and resnet110,
+# each 64k steps at batch 128 (--recipe paper-cifar), every step replayed from a CUDA graph (--cuda-graphs).
+#
+# Usage (repository root, on the GPU machine; DATA copied into the ignored data/ folder and carried):
+#   OUT=DIR BUDGET_S=560 docs/experiments/gpu-table6.sh [DATA]
+# A device call lasts at most 10 minutes and a lease 15, so the runs are detached (setsid) and outlive the call:
+# each call (re)starts the runs that are not running, waits until they finish or BUDGET_S seconds have passed,
+# and packs every run (last.pt, metrics.jsonl, args.json, log.txt) into OUT/MODEL.tgz. Call again at once (the
+# machine stays 30 s) to keep waiting; on a fresh machine, unpack the packs under KEPT (carried) and the runs
+# resume from them (--resume auto).
+# The first call also times a training step (bench/train_step.py: eager against graphed, bf16 against fp32, and
+# the graphed step's weights against the eager one's) and takes the faster precision among graphed steps that
+# train like the eager one; with no working graphs it trains eagerly in bf16. Where CUDA's MPS daemon starts, the
+# runs share the GPU concurrently (one process each); otherwise they run one after another, shortest first.
+set -uo pipefail
+DATA=${1:-data/cifar10-jpeg.tar.gz}
+OUT=${OUT:-runs/gpu-out}
+BUDGET_S=${BUDGET_S:-560}
+RUNS=${RUNS:-/tmp/table6}
+KEPT=${KEPT:-data/table6-kept}
+MODELS=${MODELS:-resnet44 resnet56 resnet110}
+PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without a GPU
+start=$(date +%s)
+elapsed() { echo $(($(date +%s) - start)); }
+mkdir -p "$OUT" "$RUNS"
+exec > >(tee -a "$OUT/console.txt") 2>&1
+running() { pgrep -f -- "--output-dir $RUNS/" >/dev/null; }  # this script's runs, not others
+
+launch() {
+  nvidia-smi -L
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+  for model in $MODELS; do  # a fresh machine continues from the carried packs
+    if [ ! -f "$RUNS/$model/last.pt" ] && [ -f "$KEPT/$model/last.pt" ]; then cp -r "$KEPT/$model" "$RUNS/"; fi
+  done
+  $PY -c "import sys; from training.data import load_cifar10; load_cifar10(sys.argv[1], sys.argv[2])" "$DATA" "$RUNS/cache" \
+    || { echo "decoding $DATA failed"; exit 1; }
+  echo "data decoded after $(elapsed)s"
+
+  # 1. The step: eager against graphed, in both precisions; pick the faster graphed one that trains alike.
+  timeout 150 $PY bench/train_step.py --device "$DEVICE" --models resnet56 --amp bf16 none --repeats "${BENCH_REPEATS:-100}" --json "$OUT/train-step.json"
+  read -r amp graphs < <($PY - "$OUT/train-step.json" <<'PY'
+import json, sys
+try:
+    rows = json.load(open(sys.argv[1]))["rows"]
+except (OSError, ValueError, KeyError):
+    rows = []
+good = [r for r in rows if "graph_ms" in r and r["graph_vs_eager"] < 0.1]
+print(min(good, key=lambda r: r["graph_ms"])["amp"], "--cuda-graphs") if good else print("bf16", "")
+PY
+)
+  echo "training with --amp $amp ${graphs:-(eager)} after $(elapsed)s"
+
+  # 2. MPS lets the runs' kernels share the GPU at once; without it the contexts take turns.
+  mps=no
+  if command -v nvidia-cuda-mps-control >/dev/null; then
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d && timeout 60 $PY -c "import torch; print('MPS client:', (torch.ones(1, device='cuda') + 1).item())"; then
+      mps=yes
+    else
+      echo quit | nvidia-cuda-mps-control 2>/dev/null
+      unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    fi
+  else
+    echo "no nvidia-cuda-mps-control"
+  fi
+  echo "MPS: $mps"
+
+  # 3. The runs, detached. A run whose graphs fail continues eagerly from its last epoch.
+  flags=(--recipe paper-cifar --data-dir "$DATA" --cache-dir "$RUNS/cache" --device "$DEVICE" --amp "$amp" --channels-last
+    --seed 0 --no-progress --resume auto --eval-every 2 --eval-batch-size 1000)
+  run_one() {  # MODEL: the run, then an eager continuation if the graphed one failed
+    local model=$1 dir=$RUNS/$1
+    echo "cd $PWD && $PY training/train.py --model $model ${flags[*]} --output-dir $dir $graphs" >"$dir/command.txt"
+    echo "$PY training/train.py --model $model ${flags[*]} --output-dir $dir $graphs || $PY training/train.py --model $model ${flags[*]} --output-dir $dir"
+  }
+  for model in $MODELS; do mkdir -p "$RUNS/$model"; done
+  if [ $mps = yes ]; then
+    for model in $MODELS; do
+      setsid bash -c "$(run_one "$model")" >>"$RUNS/$model/log.txt" 2>&1 </dev/null &
+    done
+  else
+    chain=""
+    for model in $MODELS; do chain+="{ $(run_one "$model"); } >>$RUNS/$model/log.txt 2>&1; "; done
+    setsid bash -c "$chain" </dev/null >/dev/null 2>&1 &
+  fi
+  setsid nvidia-smi dmon -s um -d 5 >>"$RUNS/dmon.txt" 2>&1 </dev/null &
+  echo "launched after $(elapsed)s"
+}
+
+running || launch
+sleep 20
+while running && [ "$(elapsed)" -lt "$BUDGET_S" ]; do
+  for model in $MODELS; do
+    [ -f "$RUNS/$model/log.txt" ] && echo "$(elapsed)s $model: $(grep -E '^epoch|error' "$RUNS/$model/log.txt" | tail -1 | cut -c1-160)"
+  done
+  sleep 45
+done
+for model in $MODELS; do
+  [ -d "$RUNS/$model" ] && tar czf "$OUT/$model.tgz" -C "$RUNS" --exclude best.pt "$model"
+done
+cp "$RUNS/dmon.txt" "$OUT/" 2>/dev/null
+running && echo "still training after $(elapsed)s" || echo "no run left training after $(elapsed)s"
+ls -la "$OUT"
