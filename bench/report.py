@@ -154,6 +154,30 @@ def jpeg_decoders(path: Path) -> list[str]:
     return [f"JPEG decoders, {where} ({source(path)}):", "", *table(["images, threads", *names], rows)]
 
 
+PRECISION_NAMES = {"bf16": "bf16 autocast", "none": "fp32 (TF32 convolutions)"}
+
+
+def train_step(path: Path) -> list[str]:
+    result = json.loads(path.read_text())
+    header = ["model, precision", "eager ms/step", "graphed ms/step", "speed-up", "graphed vs eager weights"]
+    rows = [
+        [
+            f"{r['model']}, {PRECISION_NAMES.get(r['amp'], r['amp'])}",
+            r["eager_ms"],
+            r.get("graph_ms"),
+            r.get("graph_ms") and r["eager_ms"] / r["graph_ms"],
+            r.get("graph_vs_eager"),
+        ]
+        for r in result["rows"]
+    ]
+    where = f"{result['device']}, torch {result['torch']}, batch 128"
+    return [
+        f"One CIFAR training step, eager against replayed from a CUDA graph, {where} ({source(path)}):",
+        "",
+        *table(header, rows),
+    ]
+
+
 SECTIONS = [  # (title, [(file pattern, renderer), ...])
     ("In-process limits", [("inprocess*.json", inprocess)]),
     ("JPEG decoding", [("jpeg-decoders-*.json", jpeg_decoders)]),
@@ -163,7 +187,10 @@ SECTIONS = [  # (title, [(file pattern, renderer), ...])
     ("The HTTP layer's CPU", [("event-loop-cost-*.json", event_loop)]),
     ("Soak", [("soak.json", soak)]),
     ("Precision", [("precision-*.json", precision)]),
-    ("On a lent H200 GPU (one measurement)", [("gpu-h200-inprocess-*.json", inprocess), ("gpu-h200-http-*.json", http)]),
+    (
+        "On a lent H200 GPU (one measurement)",
+        [("gpu-h200-inprocess-*.json", inprocess), ("gpu-h200-http-*.json", http), ("gpu-h200-train-step*.json", train_step)],
+    ),
 ]
 
 

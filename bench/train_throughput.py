@@ -18,10 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
-import torch.nn.functional as F
 
 from training.data import TensorSplit, load_cifar10
 from training.models import get_model
+from training.step import TrainStep
 
 
 def main() -> None:
@@ -44,14 +44,10 @@ def main() -> None:
     for name in args.models:
         model = get_model(name).to(memory_format=torch.channels_last).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        train_step = TrainStep(model, opt, torch.amp.GradScaler("cpu", enabled=False), amp)
 
-        def step(x, y, model=model, opt=opt):
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
-                loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        def step(x, y, train_step=train_step):
+            train_step(x.contiguous(memory_format=torch.channels_last), y, 0.01)
 
         fixed_x, fixed_y = next(split.batches(0))
         for _ in range(3):
