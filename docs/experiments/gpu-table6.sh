@@ -66,9 +66,14 @@ PY
     export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     nvidia-cuda-mps-control -d 2>/dev/null  # fails harmlessly when an earlier call left the daemon running
-    # A client that finds no daemon runs without MPS and says nothing: the daemon's server list tells.
-    if timeout 60 $PY -c "import torch; print('MPS client:', (torch.ones(1, device='cuda') + 1).item())" \
-      && [ -n "$(echo get_server_list | nvidia-cuda-mps-control 2>/dev/null)" ]; then
+    # A client that finds no daemon runs without MPS and says nothing: while it holds the GPU, the daemon's
+    # server list tells.
+    if timeout 60 $PY -c "
+import subprocess, torch
+(torch.ones(1, device='cuda') + 1).item()
+servers = subprocess.run(['nvidia-cuda-mps-control'], input='get_server_list\n', capture_output=True, text=True).stdout
+print('MPS servers:', servers.split())
+raise SystemExit(0 if servers.strip() else 1)"; then
       mps=yes
     else
       echo quit | nvidia-cuda-mps-control 2>/dev/null
