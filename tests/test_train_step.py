@@ -15,38 +15,36 @@ import torch
 from tests.conftest import ROOT, train_argv
 from training.data import ImageTensors, TensorSplit
 from training.models import get_model
-from training.schedule import LRSchedule
 from training.step import TrainStep, graph_support_problem
 from training.train import evaluate
 
 pytestmark = pytest.mark.full  # torch
 
 CUDA = torch.device("cuda")  # graph_support_problem only looks at the device's type: no GPU needed
-PAPER = LRSchedule("paper", 0.1, 64000)
-LINEAR_WARMUP = LRSchedule("paper", 0.1, 64000, warmup_steps=400, warmup_lr=0.01, warmup_mode="linear")
 
 
-def settings(**changes):
-    return SimpleNamespace(**({"compile": False} | changes))
+def flags(**changes):
+    """train.py's resolved flags that graph_support_problem reads: the paper's schedule, no warm-up."""
+    return SimpleNamespace(**({"compile": False, "lr_schedule": "paper", "warmup_iters": 0, "warmup_mode": "constant"} | changes))
 
 
 @pytest.mark.parametrize(
-    ("schedule", "args", "device", "world", "amp", "refused_for"),
+    ("args", "device", "world", "amp", "refused_for"),
     [
-        (PAPER, settings(), torch.device("cpu"), 1, torch.bfloat16, "needs a CUDA device"),
-        (PAPER, settings(), CUDA, 2, torch.bfloat16, "one GPU"),
-        (PAPER, settings(compile=True), CUDA, 1, torch.bfloat16, "--compile"),
-        (PAPER, settings(), CUDA, 1, torch.float16, "fp16's loss scaling"),
-        (PAPER, settings(), CUDA, 1, None, "fp32 graphed steps"),
-        (LRSchedule("cosine", 0.1, 64000), settings(), CUDA, 1, torch.bfloat16, "piecewise-constant"),
-        (LINEAR_WARMUP, settings(), CUDA, 1, torch.bfloat16, "linear warm-up"),
-        (PAPER, settings(), CUDA, 1, torch.bfloat16, None),
-        (LRSchedule("paper", 0.1, 64000, warmup_steps=400, warmup_lr=0.01), settings(), CUDA, 1, torch.bfloat16, None),
-        (LRSchedule("step", 0.1, 9000, step_size_steps=3000), settings(), CUDA, 1, torch.bfloat16, None),
+        (flags(), torch.device("cpu"), 1, torch.bfloat16, "needs a CUDA device"),
+        (flags(), CUDA, 2, torch.bfloat16, "one GPU"),
+        (flags(compile=True), CUDA, 1, torch.bfloat16, "--compile"),
+        (flags(), CUDA, 1, torch.float16, "fp16's loss scaling"),
+        (flags(), CUDA, 1, None, "fp32 graphed steps"),
+        (flags(lr_schedule="cosine"), CUDA, 1, torch.bfloat16, "piecewise-constant"),
+        (flags(warmup_iters=400, warmup_mode="linear"), CUDA, 1, torch.bfloat16, "linear warm-up"),
+        (flags(), CUDA, 1, torch.bfloat16, None),
+        (flags(warmup_iters=400), CUDA, 1, torch.bfloat16, None),
+        (flags(lr_schedule="step"), CUDA, 1, torch.bfloat16, None),
     ],
 )
-def test_which_settings_cuda_graphs_refuses(schedule, args, device, world, amp, refused_for):
-    problem = graph_support_problem(args, schedule, device, world, amp)
+def test_which_settings_cuda_graphs_refuses(args, device, world, amp, refused_for):
+    problem = graph_support_problem(args, device, world, amp)
     if refused_for is None:
         assert problem is None
     else:

@@ -17,8 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.schedule import LRSchedule
-
 
 class TrainStep:
     """``step(images, labels, lr) -> (loss, logits)``: one optimisation step at learning rate ``lr``.
@@ -53,8 +51,9 @@ class TrainStep:
         return loss.detach(), logits.detach()
 
 
-def graph_support_problem(args, schedule: LRSchedule, device: torch.device, world_size: int, amp) -> str | None:
-    """Why ``--cuda-graphs`` cannot run with these settings, or None when it can."""
+def graph_support_problem(args, device: torch.device, world_size: int, amp) -> str | None:
+    """Why ``--cuda-graphs`` cannot run with these (resolved) arguments, or None when it can. It reads only the
+    flags, so train.py asks before it decodes any data."""
     if device.type != "cuda":
         return f"--cuda-graphs needs a CUDA device, not {device.type}"
     if world_size > 1:
@@ -71,10 +70,10 @@ def graph_support_problem(args, schedule: LRSchedule, device: torch.device, worl
             "ones on an H200 (docs/experiments/serving-log.md), not yet told apart from cuDNN's non-determinism"
         )
     # The learning rate is recorded into the graph as a constant, so a graph serves only while it holds.
-    if schedule.name not in ("paper", "step") or (schedule.warmup_steps and schedule.warmup_mode != "constant"):
+    if args.lr_schedule not in ("paper", "step") or (args.warmup_iters and args.warmup_mode != "constant"):
         return (
             "--cuda-graphs needs a piecewise-constant learning rate (--lr-schedule paper or step, constant warm-up); "
-            f"{schedule.name} with {schedule.warmup_mode} warm-up changes it every step"
+            f"{args.lr_schedule} with {args.warmup_mode} warm-up changes it every step"
         )
     return None
 

@@ -191,6 +191,8 @@ def main(args) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest convolution once
     amp = resolve_amp(args.amp, device)
+    if args.cuda_graphs and (problem := graph_support_problem(args, device, world_size, amp)):
+        raise SystemExit(f"error: {problem}")
     out = Path(args.output_dir)
     is_main = rank == 0
     log = print if is_main else (lambda *a, **k: None)
@@ -245,12 +247,7 @@ def main(args) -> dict:
         )
     if args.compile:
         train_model = torch.compile(train_model)
-    step_kind = TrainStep
-    if args.cuda_graphs:
-        problem = graph_support_problem(args, schedule, device, world_size, amp)
-        if problem:
-            raise SystemExit(f"error: {problem}")
-        step_kind = CudaGraphTrainStep
+    step_kind = CudaGraphTrainStep if args.cuda_graphs else TrainStep
     step_fn = step_kind(train_model, optimizer, scaler, amp, args.label_smoothing)
 
     resolved = dict(vars(args))
