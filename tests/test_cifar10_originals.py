@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -34,9 +35,11 @@ def smooth_images(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(s).resize((32, 32), Image.Resampling.BILINEAR)) for s in small])
 
 
-@pytest.fixture
-def package_and_jpegs(tmp_path):
-    """(package dir, JPEG .tar.gz, {split: (images in batch order, labels)})."""
+def make_package(tmp_path: Path, near_duplicate_cats: bool = False) -> tuple[Path, Path, dict]:
+    """(package dir, JPEG .tar.gz, {split: (images in batch order, labels)}).
+
+    ``near_duplicate_cats``: the two training cats differ by a faint overlay (~25 dB apart), close enough that
+    either's JPEG clears the PSNR bound against the other's original."""
     rng = np.random.default_rng(0)
     pkg = tmp_path / "package"
     pkg.mkdir()
@@ -45,6 +48,10 @@ def package_and_jpegs(tmp_path):
         n = ROWS[split] * len(batches)
         labels = rng.permutation(np.arange(n) % 10)  # every class present
         images = smooth_images(rng, n)
+        if near_duplicate_cats and split == "train":
+            a, b = np.nonzero(labels == originals.CLASSES.index("cat"))[0]
+            overlay = smooth_images(rng, 1)[0]
+            images[b] = (0.85 * images[a] + 0.15 * overlay).astype(np.uint8)
         for b, name in enumerate(batches):
             rows = images[b * ROWS[split] : (b + 1) * ROWS[split]].reshape(ROWS[split], 1024, 3)
             Image.fromarray(rows).save(pkg / f"{name}.png")
@@ -57,6 +64,11 @@ def package_and_jpegs(tmp_path):
                 for k, i in enumerate(np.nonzero(labels == label)[0]):
                     add_jpeg(tar, f"{split}/{cls}/{k:04d}.jpg", images[i])
     return pkg, jpegs, truth
+
+
+@pytest.fixture
+def package_and_jpegs(tmp_path):
+    return make_package(tmp_path)
 
 
 def add_jpeg(tar: tarfile.TarFile, name: str, image: np.ndarray) -> None:
@@ -129,4 +141,20 @@ def test_a_mispaired_missing_or_extra_jpeg_stops_the_tool(package_and_jpegs, tmp
         rewrite_jpegs(jpegs, broken, edit)
         with pytest.raises(SystemExit, match=message):
             originals.convert(pkg, broken, out)
-        assert not out.exists()
+        assert not out.exists() and not out.with_suffix(".tmp").exists()
+
+
+def test_a_swap_between_near_duplicates_is_caught_by_the_neighbour_check(tmp_path):
+    pkg, jpegs, _ = make_package(tmp_path, near_duplicate_cats=True)
+    originals.convert(pkg, jpegs, tmp_path / "fine.tar")  # paired right, the near-duplicates pass
+    broken = tmp_path / "swapped.tar.gz"
+
+    def swap(m):
+        m["train/cat/0000.jpg"], m["train/cat/0001.jpg"] = m["train/cat/0001.jpg"], m["train/cat/0000.jpg"]
+        return m
+
+    rewrite_jpegs(jpegs, broken, swap)
+    with pytest.raises(SystemExit, match="is not the original") as stopped:
+        originals.convert(pkg, broken, tmp_path / "out.tar")
+    score, other = map(float, re.findall(r"([0-9.]+) dB", str(stopped.value)))
+    assert originals.MIN_PSNR_DB < score < other  # the bound alone would have let it through
