@@ -38,8 +38,8 @@ def smooth_images(rng: np.random.Generator, n: int) -> np.ndarray:
 def make_package(tmp_path: Path, near_duplicate_cats: bool = False) -> tuple[Path, Path, dict]:
     """(package dir, JPEG .tar.gz, {split: (images in batch order, labels)}).
 
-    ``near_duplicate_cats``: the two training cats differ by a faint overlay (~25 dB apart), close enough that
-    either's JPEG clears the PSNR bound against the other's original."""
+    ``near_duplicate_cats``: the two training cats differ by a faint overlay, close enough that either's JPEG
+    clears the PSNR bound against the other's original (the last test checks that it does)."""
     rng = np.random.default_rng(0)
     pkg = tmp_path / "package"
     pkg.mkdir()
@@ -123,16 +123,18 @@ def rewrite_jpegs(src: Path, dest: Path, edit) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+def swap_cats(members: dict[str, bytes]) -> dict[str, bytes]:
+    """The two training cats trade names: the pairing by name is wrong."""
+    members["train/cat/0000.jpg"], members["train/cat/0001.jpg"] = members["train/cat/0001.jpg"], members["train/cat/0000.jpg"]
+    return members
+
+
 def test_a_mispaired_missing_or_extra_jpeg_stops_the_tool(package_and_jpegs, tmp_path):
     pkg, jpegs, _ = package_and_jpegs
     out = tmp_path / "originals.tar"
 
-    def swap(m):  # two images of one class trade names: the pairing by name is wrong
-        m["train/cat/0000.jpg"], m["train/cat/0001.jpg"] = m["train/cat/0001.jpg"], m["train/cat/0000.jpg"]
-        return m
-
     cases = {
-        "is not the original": swap,
+        "is not the original": swap_cats,
         "no test/dog/0000.jpg": lambda m: {k: v for k, v in m.items() if k != "test/dog/0000.jpg"},
         "have no original": lambda m: {**m, "train/cat/0002.jpg": m["train/cat/0000.jpg"]},
     }
@@ -148,12 +150,7 @@ def test_a_swap_between_near_duplicates_is_caught_by_the_neighbour_check(tmp_pat
     pkg, jpegs, _ = make_package(tmp_path, near_duplicate_cats=True)
     originals.convert(pkg, jpegs, tmp_path / "fine.tar")  # paired right, the near-duplicates pass
     broken = tmp_path / "swapped.tar.gz"
-
-    def swap(m):
-        m["train/cat/0000.jpg"], m["train/cat/0001.jpg"] = m["train/cat/0001.jpg"], m["train/cat/0000.jpg"]
-        return m
-
-    rewrite_jpegs(jpegs, broken, swap)
+    rewrite_jpegs(jpegs, broken, swap_cats)
     with pytest.raises(SystemExit, match="is not the original") as stopped:
         originals.convert(pkg, broken, tmp_path / "out.tar")
     score, other = map(float, re.findall(r"([0-9.]+) dB", str(stopped.value)))
