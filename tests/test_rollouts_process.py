@@ -140,9 +140,8 @@ def test_a_worse_version_is_refused_and_an_equal_one_promoted_under_load(tmp_pat
 def test_a_canary_takes_its_share_by_request_id_and_is_then_promoted(tmp_path, servers):
     repo = bundled_copy(tmp_path)
     flags = ("--poll-interval-s", "0.2", "--canary-percent", "20", "--canary-requests", "1000", "--canary-max-s", "600")
-    # The p99 gate has its own test (below): here one slow image among the canary's ~200 (its p99 is the second
-    # slowest) could roll it back at the default 1.5x: the likeliest cause of this test's one failure in a full suite
-    # run on 2026-12-05 ("timed out waiting for the canary promoted"; alone it passed each time).
+    # The p99 gate has its own test (below): here one slow image among the canary's ~200 answers (its p99 is the
+    # second slowest) could roll it back at the default 1.5x and the promotion would never come.
     server = servers(repo, *flags, "--canary-max-p99-ratio", "1000")
     republish(repo, NAME, 3)
     wait_for(lambda: state_of(server, 4).get("state") == "canary", what="version 4 in its canary")
