@@ -12,7 +12,7 @@
 # The first call also times a training step (bench/train_step.py: eager against graphed, bf16 against fp32, and
 # the graphed step's weights against the eager one's) and trains with bf16 graphs if they train like the eager
 # step, else eagerly in bf16. Where CUDA's MPS daemon runs, the runs share the GPU concurrently (one process
-# each); otherwise they run one after another, shortest first. What is left of #24 (resnet110, ~12 min alone):
+# each); otherwise they run one after another, shortest first. resnet110 alone (~12 min; #24 trained it on the CPU):
 #   OUT=$OUT BUDGET_S=560 MODELS=resnet110 STEP_BENCH=0 docs/experiments/gpu-table6.sh   # then again, BUDGET_S=left
 set -uo pipefail
 DATA=${1:-data/cifar10-jpeg.tar.gz}
